@@ -1,0 +1,219 @@
+"""Settings: every knob comes from ``FINTRACK_*`` environment variables.
+
+This is the only module that reads the environment, and only when ``Settings.from_env`` is
+called, never at import time. A bad value fails loudly with the variable's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+PREFIX = "FINTRACK_"
+
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class SettingsError(ValueError):
+    """A ``FINTRACK_*`` variable is missing or has a value we cannot use."""
+
+
+def hash_secret(secret: str) -> str:
+    """The stored form of an API key or admin token: ``sha256:<hex>``.
+
+    Keys are long random tokens, so a fast hash is enough; what matters is that the
+    plain secret never sits in configuration, logs or memory dumps of settings.
+    """
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Runtime configuration shared by every role. Field ``x`` is read from ``FINTRACK_X``."""
+
+    # Connections. Empty means "not configured": `run all` then starts embedded servers.
+    redis_url: str = ""
+    database_url: str = ""
+    key_prefix: str = "fintrack"  # every Redis key and stream starts with this
+
+    # HTTP listeners.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8001
+    notifier_host: str = "127.0.0.1"
+    notifier_port: int = 8002
+    http_workers: int = 1
+
+    # Ingest limits and defaults.
+    max_body_bytes: int = 1_048_576
+    max_batch_items: int = 1_000
+    max_wait_ms: int = 5_000  # upper bound for `Prefer: wait=MS`
+    idempotency_ttl_s: int = 7 * 24 * 3600
+    default_currency: str = "INR"
+    default_user_id: str = "anonymous"
+    default_merchant_type: str = "general"
+
+    # Auth: comma-separated `name=sha256:<hex>` pairs (see `fintrack hash-secret`).
+    api_keys: str = ""
+    admin_tokens: str = ""
+    insecure_open: bool = False  # no auth at all; only `run all` on loopback sets this
+
+    # Worker.
+    worker_batch_size: int = 500
+    worker_block_ms: int = 1_000
+    worker_claim_idle_ms: int = 30_000
+    worker_max_attempts: int = 5
+    worker_consumer: str = ""  # empty: hostname-pid, unique per process
+    rules_file: str = ""  # TOML with rule settings; empty: built-in safe defaults
+    stream_retention: int = 1_000_000  # entries kept in each stream once acked
+
+    # Notifier.
+    sse_heartbeat_s: float = 15.0
+    sse_lifetime_s: float = 300.0
+    sse_retry_ms: int = 3_000
+    sse_client_buffer: int = 1_000
+    sse_max_clients: int = 5_000
+
+    # Local mode and logs.
+    data_dir: str = ".fintrack"
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "auto"
+
+    # Derived, never read from the environment: {sha256 digest: client or admin name}.
+    api_key_hashes: Mapping[str, str] = field(default_factory=dict, compare=False)
+    admin_token_hashes: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``env`` (default: ``os.environ``), then apply ``overrides``."""
+        source = os.environ if env is None else env
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in _DERIVED:
+                continue
+            name = PREFIX + f.name.upper()
+            if name in source:
+                values[f.name] = _parse(name, source[name], hints[f.name])
+        values.update(overrides)
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``FINTRACK_*`` variables that rebuild these settings in a child process."""
+        env = {}
+        for f in fields(self):
+            if f.name in _DERIVED:
+                continue
+            value = getattr(self, f.name)
+            env[PREFIX + f.name.upper()] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+        return env
+
+    def __post_init__(self) -> None:
+        for name in ("api_port", "notifier_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise SettingsError(f"{PREFIX}{name.upper()}={port}: not a TCP port")
+        for name in (
+            "max_body_bytes",
+            "max_batch_items",
+            "worker_batch_size",
+            "worker_max_attempts",
+            "sse_client_buffer",
+            "sse_max_clients",
+            "http_workers",
+            "idempotency_ttl_s",
+            "stream_retention",
+        ):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{PREFIX}{name.upper()}: must be at least 1")
+        if len(self.default_currency) != 3 or not self.default_currency.isupper():
+            raise SettingsError(f"{PREFIX}DEFAULT_CURRENCY: must be an ISO 4217 code like INR")
+        if not self.key_prefix or any(c in self.key_prefix for c in " {}"):
+            raise SettingsError(f"{PREFIX}KEY_PREFIX: must be non-empty, without spaces or braces")
+        object.__setattr__(self, "api_key_hashes", _parse_secrets("API_KEYS", self.api_keys))
+        object.__setattr__(
+            self, "admin_token_hashes", _parse_secrets("ADMIN_TOKENS", self.admin_tokens)
+        )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return not self.insecure_open
+
+    @property
+    def txn_stream(self) -> str:
+        return f"{self.key_prefix}:txns"
+
+    @property
+    def event_stream(self) -> str:
+        return f"{self.key_prefix}:events"
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return f"{self.key_prefix}:txns:dead"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def require(self, *names: str) -> None:
+        """Fail naming the first of ``names`` (field names) that is not configured."""
+        for name in names:
+            if not getattr(self, name):
+                raise SettingsError(f"{PREFIX}{name.upper()} is not set")
+
+    def __repr__(self) -> str:
+        # Connection URLs may carry passwords: never print them whole.
+        return f"Settings(key_prefix={self.key_prefix!r}, api_port={self.api_port}, ...)"
+
+
+_DERIVED = frozenset({"api_key_hashes", "admin_token_hashes"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _parse(name: str, raw: str, hint: Any) -> Any:
+    text = raw.strip()
+    if hint is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise SettingsError(f"{name}={raw!r}: expected true or false")
+    if hint is int or hint is float:
+        try:
+            return hint(text.replace("_", ""))
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    choices = get_args(hint)
+    if choices:
+        if text.lower() not in choices:
+            raise SettingsError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
+        return text.lower()
+    return text
+
+
+def _parse_secrets(var: str, raw: str) -> dict[str, str]:
+    """``name=sha256:<hex>,...`` → {digest: name}. Plain secrets are refused.
+
+    A name may appear with two digests: that is how a key is rotated (old and new both
+    valid until the old one is removed).
+    """
+    result: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, digest = item.partition("=")
+        if not sep or not name or not digest.startswith("sha256:") or len(digest) != 71:
+            # Never echo the value: it might be a plain secret pasted by mistake.
+            raise SettingsError(
+                f"{PREFIX}{var}: each entry must be name=sha256:<64 hex digits> "
+                "(use `fintrack hash-secret` to make one)"
+            )
+        if digest in result:
+            raise SettingsError(f"{PREFIX}{var}: the same secret is listed twice")
+        result[digest] = name
+    return result
