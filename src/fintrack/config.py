@@ -68,6 +68,9 @@ class Settings:
     worker_claim_idle_ms: int = 30_000
     worker_max_attempts: int = 5
     worker_consumer: str = ""  # empty: hostname-pid, unique per process
+    # Touched by a live worker loop; `fintrack health worker` checks its age. Empty: off.
+    worker_heartbeat_file: str = "/tmp/fintrack-worker.heartbeat"  # noqa: S108
+    activity_retention_s: int = 2 * 24 * 3600  # per-user history kept for velocity rules
     rules_file: str = ""  # TOML with rule settings; empty: built-in safe defaults
     stream_retention: int = 1_000_000  # entries kept in each stream once acked
 
@@ -129,6 +132,7 @@ class Settings:
             "http_workers",
             "idempotency_ttl_s",
             "stream_retention",
+            "activity_retention_s",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be at least 1")

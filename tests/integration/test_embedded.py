@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -111,7 +113,9 @@ def test_valkey_exit_during_start_reports_log_tail(tmp_path: Path) -> None:
     aof_dir = tmp_path / "valkey" / "appendonlydir"
     aof_dir.mkdir(parents=True)
     (aof_dir / "appendonly.aof.manifest").write_text("not a manifest\n")
-    with pytest.raises(EmbeddedServerError, match=r"(?s)exited with code.*manifest"):
+    with pytest.raises(
+        EmbeddedServerError, match=r"(?s)exited with code 1 during start.*Invalid AOF manifest"
+    ):
         EmbeddedValkey(tmp_path / "valkey").start()
 
 
@@ -126,22 +130,45 @@ time.sleep(600)
 """
 
 
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    """Orphans of our children are re-parented to us, so their exit is observed by waitpid."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    yield
+    prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def _reaped(pid: int, timeout: float = 15.0) -> bool:
+    """Wait for our (adopted) child `pid` to exit and reap it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.usefixtures("subreaper")
 @pytest.mark.parametrize("kind", ["EmbeddedValkey", "EmbeddedPostgres"])
 def test_server_dies_with_hard_killed_parent(tmp_path: Path, kind: str) -> None:
-    """SIGKILL of the owning process takes the server down too: no orphan is left."""
-    holder = subprocess.Popen(
+    """SIGKILL of the owning process takes the server (and its backends) down: no orphan."""
+    with subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(_HOLDER), kind, str(tmp_path / "data")],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
+    ) as holder:
         assert holder.stdout is not None
         pid = int(holder.stdout.readline())
-        family = [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
-        os.kill(holder.pid, signal.SIGKILL)
+        backends = [p.pid for p in psutil.Process(pid).children(recursive=True)]
+        holder.send_signal(signal.SIGKILL)
         holder.wait(10)
-        assert all(_gone(p) for p in family)
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout and holder.stdout.close()
+        try:
+            assert _reaped(pid)
+            assert all(_gone(p) for p in backends)
+        finally:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()

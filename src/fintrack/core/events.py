@@ -97,3 +97,13 @@ def events_for(decision: Decision) -> list[SecurityEvent]:
 
 event_encoder = msgspec.json.Encoder()
 event_decoder = msgspec.json.Decoder(SecurityEvent)
+
+
+def stream_fields(event: SecurityEvent) -> dict[str, bytes]:
+    """The fields of an events-stream entry: readers filter on kind and txn without
+    decoding ``data``, which is sent to SSE clients byte for byte."""
+    return {
+        "kind": event.kind.encode(),
+        "txn": event.txn_id.encode(),
+        "data": event_encoder.encode(event),
+    }
