@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -186,6 +187,158 @@ def blocklist_list() -> None:
     for entry in entries:
         assert isinstance(entry, BlockedNetwork)
         typer.echo(f"{entry.network}\t{entry.reason}\t{entry.added_by}\t{entry.added_at}")
+
+
+class HealthRole(StrEnum):
+    api = "api"
+    worker = "worker"
+    notifier = "notifier"
+
+
+@app.command("health")
+def health(
+    role: Annotated[HealthRole, typer.Argument(help="The role running in this container.")],
+    url: Annotated[
+        str | None,
+        typer.Option(help="api/notifier: URL to GET instead of http://127.0.0.1:PORT/health."),
+    ] = None,
+    max_age: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            metavar="S",
+            help="worker: oldest acceptable heartbeat in seconds "
+            "(default 3 × max(FINTRACK_WORKER_BLOCK_MS, 5 s)).",
+        ),
+    ] = None,
+) -> None:
+    """Container health check: exit 0 if healthy, else 1 with one line saying why.
+
+    api/notifier: GET /health answers 200 within 2 s. worker: the heartbeat file
+    (FINTRACK_WORKER_HEARTBEAT_FILE) was touched recently."""
+    if url is not None and role is HealthRole.worker:
+        raise typer.BadParameter("applies to api and notifier only", param_hint="--url")
+    if max_age is not None and role is not HealthRole.worker:
+        raise typer.BadParameter("applies to worker only", param_hint="--max-age")
+    from fintrack.health import check_role
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        typer.echo(f"unhealthy: {role}: configuration error: {e}", err=True)
+        raise typer.Exit(1) from None
+    verdict = check_role(role.value, settings, url=url, max_age_s=max_age)
+    if verdict.ok:
+        typer.echo(f"healthy: {role}: {verdict.reason}")
+        return
+    typer.echo(f"unhealthy: {role}: {verdict.reason}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command("lag")
+def lag(
+    watch: Annotated[
+        float | None,
+        typer.Option(min=1, metavar="S", help="Print a reading every S seconds until stopped."),
+    ] = None,
+    cloudwatch_namespace: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NS",
+            help="Print CloudWatch Embedded Metric Format lines (metrics StreamLag, "
+            "PendingEntries in namespace NS) for the awslogs driver to turn into metrics.",
+        ),
+    ] = None,
+) -> None:
+    """Print the fraud workers' backlog on the transactions stream as JSON:
+    {"stream", "group", "lag", "pending"} (lag: not yet delivered; pending: unacked)."""
+    from fintrack.lag import run
+
+    settings = _settings()
+    try:
+        settings.require("redis_url")
+    except SettingsError as e:
+        typer.echo(f"configuration error: {e}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run(settings, watch_s=watch, namespace=cloudwatch_namespace))
+
+
+@app.command("simulate")
+def simulate(
+    url: Annotated[
+        str | None, typer.Option(help="The api's base URL (default http://127.0.0.1:API_PORT).")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="FINTRACK_SIMULATE_API_KEY", help="Ingest API key, if auth is on."),
+    ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FINTRACK_SIMULATE_ADMIN_TOKEN",
+            help="Admin token, to put the networks the simulated attackers use "
+            "(203.0.113.0/24, 2001:db8:bad::/48: documentation ranges) on the blocklist.",
+        ),
+    ] = None,
+    rate: Annotated[float, typer.Option(min=0.01, help="Target transactions per second.")] = 100.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0.01, help="Seconds to send for (default 10).")
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="Transactions to send (with --duration: the fewer).")
+    ] = None,
+    users: Annotated[int, typer.Option(min=1, help="Distinct simulated users.")] = 500,
+    fraud_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of transactions that are fraud.")
+    ] = 0.1,
+    seed: Annotated[
+        int | None, typer.Option(help="Same seed, same transactions (txn_ids too).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="HTTP connections.")] = 32,
+    settle: Annotated[
+        float, typer.Option(min=0.1, help="Seconds to wait for decisions after sending.")
+    ] = 10.0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Send realistic traffic (many users and currencies, a share of fraud: blocklisted
+    IPs, velocity bursts, high-value luxury purchases) at a fixed rate, wait for every
+    decision, and print what was caught. Exit 0 if every accepted transaction was decided."""
+    import asyncio
+    import random
+
+    import msgspec
+
+    from fintrack import simulate as sim
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        typer.echo(f"configuration error: {e}", err=True)
+        raise typer.Exit(2) from None
+    options = sim.SimulationOptions(
+        url=(url or f"http://127.0.0.1:{settings.api_port}").rstrip("/"),
+        total=sim.total_transactions(rate, duration, count),
+        rate=rate,
+        seed=seed if seed is not None else random.SystemRandom().randrange(2**32),
+        profile=sim.TrafficProfile(users=users, fraud_share=fraud_share),
+        api_key=api_key,
+        admin_token=admin_token,
+        concurrency=concurrency,
+        settle_s=settle,
+        progress=sys.stderr.isatty(),
+    )
+    try:
+        summary = asyncio.run(
+            sim.run_simulation(options, warn=lambda m: typer.echo(f"warning: {m}", err=True))
+        )
+    except sim.SimulationError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(msgspec.json.encode(summary).decode() if json_output else sim.render_text(summary))
+    raise typer.Exit(0 if summary.ok else 1)
 
 
 def main() -> None:
