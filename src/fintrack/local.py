@@ -9,6 +9,7 @@ notifier, then the servers. If any role dies, everything stops and the exit code
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -37,19 +38,22 @@ class LocalRunError(Exception):
 
 def run_all(settings: Settings, *, workers: int) -> int:
     """Run everything until interrupted; returns the process exit code."""
+    # httpx logs every request at INFO: the health polls below would flood the terminal.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
+        # Ports first: a busy port must fail in a moment, not after starting the servers.
+        for host, port in (
+            (settings.api_host, settings.api_port),
+            (settings.notifier_host, settings.notifier_port),
+        ):
+            _check_port_free(host, port)
+        settings = _open_if_unconfigured(settings)
         with ExitStack() as stack:
             settings = _with_servers(settings, stack)
-            settings = _open_if_unconfigured(settings)
             migrate(settings.database_url)
-            for host, port in (
-                (settings.api_host, settings.api_port),
-                (settings.notifier_host, settings.notifier_port),
-            ):
-                _check_port_free(host, port)
             children = _start_roles(settings, workers)
             stack.callback(_stop_roles, children)
             _wait_healthy(settings, children, stop)
@@ -91,6 +95,9 @@ def _open_if_unconfigured(settings: Settings) -> Settings:
 
 def _check_port_free(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        # Like the servers themselves: connections of a previous run still in TIME_WAIT must
+        # not count as "in use" (a quick restart would fail); a listener still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as e:
