@@ -20,7 +20,9 @@ from fintrack.core.errors import FieldError
 # Bounds. A transaction above MAX_AMOUNT is not a payment, it is an attack or a bug.
 MAX_AMOUNT = Decimal("1000000000000")  # 10^12 major units
 MAX_AMOUNT_TEXT = 40  # characters of the JSON number literal
-ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\w.@:+-]+$")]
+# `(?!\n)`: in Python's `re` a bare `$` also matches before a final newline, which would let
+# "user_1\n" through (log and key injection); ECMA regexes (OpenAPI) read it the same way.
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\w.@:+-]+$(?!\n)")]
 
 Status = Literal["PENDING", "APPROVED", "FLAGGED", "BLOCKED", "FAILED"]
 FINAL_STATUSES: tuple[Status, ...] = ("APPROVED", "FLAGGED", "BLOCKED", "FAILED")
@@ -111,9 +113,14 @@ def parse_amount(raw: bytes, currency: str) -> Decimal:
 def parse_ip(text: str) -> str:
     """A valid IPv4 or IPv6 address in its canonical (compressed) form."""
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
         raise FieldError("source_ip", f"{text[:45]!r} is not an IPv4 or IPv6 address") from None
+    # `fe80::1%eth0` parses, but a zone id is local to the sender's host and PostgreSQL's
+    # inet type refuses it: the worker could never store the transaction.
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        raise FieldError("source_ip", "must not carry an IPv6 zone id (%...)")
+    return str(address)
 
 
 # Codecs are built once and reused: constructing them per message is measurable.

@@ -1,0 +1,105 @@
+"""The ingest api (``fintrack run api``): the app factory and its lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from importlib.metadata import version
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig
+from redis.exceptions import RedisError
+
+from fintrack.config import Settings
+from fintrack.core.db import open_pool
+from fintrack.core.streams import redis_client
+from fintrack.ingest.admin import BlocklistController
+from fintrack.ingest.handoff import SCRIPT, Coalescer, HandOff
+from fintrack.ingest.metrics import PREFIX
+from fintrack.ingest.openapi import COMPONENTS
+from fintrack.ingest.ops import MetricsController, health, ready
+from fintrack.ingest.problems import exception_handlers
+from fintrack.ingest.requestlog import log_requests
+from fintrack.ingest.routes import TransactionController
+from fintrack.ingest.state import Resources, defaults_from
+from fintrack.ingest.waiters import BLOCK_MS, Waiters
+
+# Few retries: a client waiting on a 202 is better served by a quick 503 and its own retry.
+_REDIS_RETRIES = 1
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Litestar) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    redis = redis_client(settings, retries=_REDIS_RETRIES)
+    tail_redis = redis_client(settings, block_ms=BLOCK_MS, retries=_REDIS_RETRIES)
+    pool = await open_pool(settings)
+    handoff = HandOff(redis, settings)
+    coalescer = Coalescer(handoff, max_batch=settings.max_batch_items)
+    waiters = Waiters(tail_redis, settings.event_stream)
+    with contextlib.suppress(RedisError, OSError):
+        await redis.script_load(SCRIPT)  # saves the first request a NOSCRIPT retry
+    coalescer.start()
+    app.state.resources = Resources(
+        settings=settings,
+        defaults=defaults_from(settings),
+        redis=redis,
+        pool=pool,
+        handoff=handoff,
+        coalescer=coalescer,
+        waiters=waiters,
+    )
+    try:
+        yield
+    finally:
+        await coalescer.stop()
+        await waiters.stop()
+        await pool.close()
+        await tail_redis.aclose()
+        await redis.aclose()
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """The ingest api for ``settings`` (default: read from the environment, as Granian's
+    workers do, which then also configure logging)."""
+    if settings is None:
+        from fintrack.log import configure_logging
+
+        settings = Settings.from_env()
+        configure_logging(settings)
+    settings.require("redis_url", "database_url")
+    prometheus = PrometheusConfig(
+        app_name="fintrack-api",
+        prefix=PREFIX,
+        group_path=True,  # label by route template, never by raw path (cardinality)
+        exclude_unhandled_paths=True,
+        exclude=["/metrics"],
+    )
+    app = Litestar(
+        route_handlers=[
+            TransactionController,
+            BlocklistController,
+            health,
+            ready,
+            MetricsController,
+        ],
+        lifespan=[_lifespan],
+        state=State({"settings": settings}),
+        exception_handlers=exception_handlers,
+        middleware=[prometheus.middleware],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="FinTrack-Sentinel ingest API",
+            version=version("fintrack-sentinel"),
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+            components=COMPONENTS,
+            use_handler_docstrings=True,
+        ),
+    )
+    # Outside Litestar's middleware stack, so unrouted requests are logged too.
+    app.asgi_handler = log_requests(app.asgi_handler)
+    return app

@@ -1,0 +1,98 @@
+"""``POST /transactions/batch``: many transactions, one Redis round trip, one result each."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from fintrack.core.errors import ConflictError, FieldError, UnavailableError
+from fintrack.core.models import Transaction, validate_request
+from fintrack.ingest import metrics
+from fintrack.ingest.body import decode_transaction
+from fintrack.ingest.handoff import HandOffResult
+from fintrack.ingest.problems import MalformedBody, Problem, problem_for
+from fintrack.ingest.state import Resources
+
+
+class BatchItem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The result for one item of a batch, by its position in the request."""
+
+    index: int
+    txn_id: str | None
+    status: Literal["accepted", "duplicate", "error"]
+    error: Problem | None = None
+
+
+class BatchResult(msgspec.Struct, frozen=True):
+    """One result per submitted item, in request order."""
+
+    results: list[BatchItem]
+
+
+async def handle_batch(
+    res: Resources, client: str, items: list[msgspec.Raw], received_at_ms: int
+) -> BatchResult:
+    """Validate every item, hand off the valid ones in one round trip, report each.
+
+    An invalid item gets its own problem and does not stop the others. If the round trip
+    fails as a whole, ``UnavailableError`` propagates (the whole request is a 503).
+    """
+    results: list[BatchItem | None] = [None] * len(items)
+    valid: list[tuple[int, Transaction]] = []
+    for index, raw in enumerate(items):
+        try:
+            txn = validate_request(
+                decode_transaction(bytes(raw)),
+                client_id=client,
+                received_at_ms=received_at_ms,
+                defaults=res.defaults,
+            )
+        except (FieldError, msgspec.DecodeError, MalformedBody) as e:
+            results[index] = _error(index, None, e)
+        else:
+            valid.append((index, txn))
+    try:
+        handed = await res.handoff.submit_many([txn for _, txn in valid])
+    except UnavailableError:
+        metrics.rejected(metrics.REASON_UNAVAILABLE, len(valid))
+        raise
+    for (index, txn), outcome in zip(valid, handed, strict=True):
+        results[index] = _result(index, txn, outcome)
+    final = [item for item in results if item is not None]
+    _count(final)
+    return BatchResult(final)
+
+
+def _error(index: int, txn_id: str | None, exc: Exception) -> BatchItem:
+    problem, _ = problem_for(exc)
+    return BatchItem(index=index, txn_id=txn_id, status="error", error=problem)
+
+
+def _result(index: int, txn: Transaction, handed: HandOffResult) -> BatchItem:
+    txn_id = str(txn.txn_id)
+    match handed.outcome:
+        case "accepted":
+            return BatchItem(index=index, txn_id=txn_id, status="accepted")
+        case "duplicate":
+            return BatchItem(index=index, txn_id=txn_id, status="duplicate")
+        case "conflict":
+            return _error(index, txn_id, ConflictError(f"txn_id {txn_id} already used"))
+    return _error(index, txn_id, UnavailableError("Redis refused the transaction"))
+
+
+_REASON_BY_STATUS = {
+    400: metrics.REASON_MALFORMED,
+    409: metrics.REASON_CONFLICT,
+    503: metrics.REASON_UNAVAILABLE,
+}
+
+
+def _count(items: list[BatchItem]) -> None:
+    for item in items:
+        if item.status == "accepted":
+            metrics.TRANSACTIONS_ENQUEUED.inc()
+        elif item.status == "duplicate":
+            metrics.TRANSACTIONS_DUPLICATE.inc()
+        elif item.error is not None:
+            metrics.rejected(_REASON_BY_STATUS.get(item.error.status, metrics.REASON_INVALID))

@@ -1,0 +1,251 @@
+"""The hand-off: making accepted transactions durable in Redis, atomically and in bulk.
+
+Each transaction goes through one Lua script that, in one atomic step, checks and sets its
+idempotency key, appends it to the transactions stream and records it in the user's
+activity ledger (scored by its stream position, see ``fintrack.core.activity``). A call
+sends every transaction's script in one pipelined round trip; ``Coalescer`` lets
+concurrent single submissions share such a round trip.
+
+Idempotency is scoped like this: a ``txn_id`` is globally unique (it is the primary key in
+PostgreSQL), but the *replay* answer is only given to the API client that used it first,
+with the same body. Same ``txn_id``, same client, same body → "duplicate" (the original
+202 is repeated, nothing is enqueued); a different body or a different client → "conflict"
+(409). The key lives ``idempotency_ttl_s``; the body is compared by a SHA-256 fingerprint
+of the validated transaction without its arrival time, so ``200000`` and ``200000.00``,
+or an omitted currency and the default one, are the same body.
+
+Entries are never trimmed here: trimming could drop entries no worker has acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Final, Literal, NamedTuple
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from fintrack.config import Settings
+from fintrack.core.activity import activity_key, encode_member
+from fintrack.core.errors import UnavailableError
+from fintrack.core.models import Transaction, transaction_encoder
+from fintrack.ingest import metrics
+
+log = structlog.get_logger(__name__)
+
+HANDOFF_TIMEOUT_S: Final = 1.5  # a 503 in 1.5 s beats a client timing out on us
+
+# KEYS: idempotency key, transactions stream, activity ledger of the user.
+# ARGV: "client|fingerprint", idempotency TTL (s), encoded transaction, ledger member,
+#       activity retention (s).
+# Scores are formatted with %.0f: Lua would print a number above 1e14 as 1.7e+15.
+# XADD runs before any other write, so a failing XADD (e.g. out of memory) leaves nothing.
+SCRIPT: Final = """
+local prior = redis.call('GET', KEYS[1])
+if prior then
+  if prior == ARGV[1] then return 'dup' end
+  return 'conflict'
+end
+local id = redis.call('XADD', KEYS[2], '*', 'txn', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local dash = string.find(id, '-', 1, true)
+local ms = tonumber(string.sub(id, 1, dash - 1))
+local seq = math.min(tonumber(string.sub(id, dash + 1)), 999)
+local retention_ms = tonumber(ARGV[5]) * 1000
+redis.call('ZADD', KEYS[3], 'NX', string.format('%.0f', ms * 1000 + seq), ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf',
+  '(' .. string.format('%.0f', (ms - 2 * retention_ms) * 1000))
+redis.call('PEXPIRE', KEYS[3], string.format('%.0f', 2 * retention_ms))
+return id
+"""
+_SHA: Final = hashlib.sha1(SCRIPT.encode()).hexdigest()  # noqa: S324 -- Redis names scripts by SHA-1
+
+Outcome = Literal["accepted", "duplicate", "conflict", "failed"]
+
+
+class HandOffResult(NamedTuple):
+    """What happened to one transaction: ``entry_id`` is its stream id when accepted."""
+
+    outcome: Outcome
+    entry_id: str | None = None
+
+
+def idempotency_key(settings: Settings, txn_id: str) -> str:
+    return f"{settings.key_prefix}:idem:{txn_id}"
+
+
+def fingerprint(txn: Transaction) -> str:
+    """SHA-256 of the canonical transaction without its arrival time."""
+    timeless = msgspec.structs.replace(txn, received_at_ms=0)
+    return hashlib.sha256(transaction_encoder.encode(timeless)).hexdigest()
+
+
+def idempotency_owner(value: bytes | str) -> str:
+    """The client id stored in an idempotency key's value."""
+    text = value.decode() if isinstance(value, bytes) else value
+    return text.rpartition("|")[0]
+
+
+class HandOff:
+    """Sends transactions to Redis: one atomic script each, one round trip per call."""
+
+    __slots__ = ("_redis", "_settings", "_timeout_s")
+
+    def __init__(
+        self, redis: Redis, settings: Settings, *, timeout_s: float = HANDOFF_TIMEOUT_S
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._timeout_s = timeout_s
+
+    async def submit_many(self, txns: Sequence[Transaction]) -> list[HandOffResult]:
+        """Hand off ``txns`` in order; one result per transaction.
+
+        Raises ``UnavailableError`` when the round trip fails as a whole (then nothing, or,
+        if the connection broke mid-way, a prefix was enqueued: a retry with the same
+        ``txn_id`` is answered as a duplicate). A single refused script yields "failed".
+        """
+        if not txns:
+            return []
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                replies = await self._run(txns)
+                missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+                if missing:
+                    # Redis restarted or SCRIPT FLUSH: NOSCRIPT means the script did not run.
+                    await self._redis.script_load(SCRIPT)
+                    retried = await self._run([txns[i] for i in missing])
+                    for i, reply in zip(missing, retried, strict=True):
+                        replies[i] = reply
+        except (RedisError, OSError, TimeoutError) as e:
+            # The cause (hosts, ports) goes to the log, not to the client.
+            log.warning("hand-off failed", transactions=len(txns), error=repr(e))
+            raise UnavailableError("Redis did not take the transaction; nothing accepted") from e
+        finally:
+            metrics.HANDOFF_SECONDS.observe(time.perf_counter() - started)
+            metrics.HANDOFF_BATCH_SIZE.observe(len(txns))
+        return [self._result(txn, reply) for txn, reply in zip(txns, replies, strict=True)]
+
+    async def _run(self, txns: Sequence[Transaction]) -> list[object]:
+        s = self._settings
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for txn in txns:
+                # EVALSHA, not redis-py's Script: in a pipeline that costs an extra
+                # SCRIPT EXISTS round trip on every execute.
+                pipe.evalsha(
+                    _SHA,
+                    3,
+                    idempotency_key(s, str(txn.txn_id)),
+                    s.txn_stream,
+                    activity_key(s, txn.user_id),
+                    f"{txn.client_id}|{fingerprint(txn)}",
+                    s.idempotency_ttl_s,
+                    transaction_encoder.encode(txn),
+                    encode_member(txn),
+                    s.activity_retention_s,
+                )
+            replies: list[object] = await pipe.execute(raise_on_error=False)
+        return replies
+
+    @staticmethod
+    def _result(txn: Transaction, reply: object) -> HandOffResult:
+        match reply:
+            case b"dup":
+                return HandOffResult("duplicate")
+            case b"conflict":
+                return HandOffResult("conflict")
+            case bytes():
+                return HandOffResult("accepted", reply.decode())
+            case ResponseError():
+                log.error("hand-off script refused", txn_id=str(txn.txn_id), error=str(reply))
+        return HandOffResult("failed")
+
+
+class _Pending(NamedTuple):
+    txn: Transaction
+    future: asyncio.Future[HandOffResult]
+
+
+class Coalescer:
+    """Lets concurrent single submissions share one pipelined round trip.
+
+    Submissions queue up; one flusher task takes everything queued so far and hands it
+    off in one ``HandOff.submit_many`` call, while the next submissions queue for the
+    following round trip. Each caller awaits its own future; if the round trip fails,
+    every caller in it gets ``UnavailableError`` (a 503, never a 202).
+    """
+
+    __slots__ = ("_handoff", "_max_batch", "_queue", "_task")
+
+    def __init__(self, handoff: HandOff, *, max_batch: int = 1000) -> None:
+        self._handoff = handoff
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the flusher task (in the running event loop)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush_forever(), name="handoff-flusher")
+
+    async def stop(self) -> None:
+        """Stop the flusher; submissions still queued fail with ``UnavailableError``."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        queued = []
+        while not self._queue.empty():
+            queued.append(self._queue.get_nowait())
+        _fail(queued, "the api is shutting down")
+
+    async def submit(self, txn: Transaction) -> HandOffResult:
+        """Hand off one transaction together with whatever else is being submitted."""
+        if self._task is None:
+            raise UnavailableError("the api is shutting down")
+        future: asyncio.Future[HandOffResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(txn, future))
+        return await future
+
+    async def _flush_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            # A caller that gave up (client disconnected) is not sent at all.
+            live = [p for p in batch if not p.future.done()]
+            if not live:
+                continue
+            try:
+                await self._flush(live)
+            except asyncio.CancelledError:
+                _fail(live, "the api is shutting down")
+                raise
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self._handoff.submit_many([p.txn for p in batch])
+        except UnavailableError as e:
+            _fail(batch, str(e))
+            return
+        except Exception as e:  # a bug must fail these callers, not the flusher all later ones need
+            log.error("hand-off flush failed", exc_info=e)
+            _fail(batch, "internal hand-off error")
+            return
+        for p, result in zip(batch, results, strict=True):
+            if not p.future.done():
+                p.future.set_result(result)
+
+
+def _fail(batch: list[_Pending], reason: str) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(UnavailableError(reason))
