@@ -9,8 +9,10 @@ Each test that asks for ``settings`` gets its own Redis key prefix and its own d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -199,13 +201,16 @@ class RoleProcess:
 def start_role(tmp_path: Path) -> Iterator[Callable[..., RoleProcess]]:
     """Start ``fintrack run ROLE`` as a real process with the given settings.
 
-    HTTP roles get a free port and are waited for until ``/health`` answers.
+    HTTP roles get a free port (or ``port=``) and are waited for until ``/health`` answers.
     Everything started is stopped (SIGTERM, then SIGKILL) at the end of the test.
     """
     started: list[RoleProcess] = []
 
-    def start(role: str, settings: Settings, *args: str, **env: str) -> RoleProcess:
-        port = free_port()
+    def start(
+        role: str, settings: Settings, *args: str, port: int | None = None, **env: str
+    ) -> RoleProcess:
+        # `port`: listen there instead of a free one (e.g. restart a role where it was).
+        port = free_port() if port is None else port
         child_env = {**os.environ, **settings.to_env(), **env}
         child_env[f"FINTRACK_{'NOTIFIER' if role == 'notifier' else 'API'}_PORT"] = str(port)
         log_path = tmp_path / f"{role}-{len(started)}.log"
@@ -215,6 +220,8 @@ def start_role(tmp_path: Path) -> Iterator[Callable[..., RoleProcess]]:
                 env=child_env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                # Its own process group, so Granian's worker processes can be reaped too.
+                start_new_session=True,
             )
         role_proc = RoleProcess(proc, f"http://127.0.0.1:{port}", log_path)
         started.append(role_proc)
@@ -234,5 +241,12 @@ def start_role(tmp_path: Path) -> Iterator[Callable[..., RoleProcess]]:
     yield start
     for role_proc in started:
         if role_proc.proc.poll() is None:
-            role_proc.proc.kill()
-            role_proc.proc.wait(10)
+            role_proc.proc.terminate()
+    deadline = time.monotonic() + 10
+    for role_proc in started:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            role_proc.proc.wait(max(0.1, deadline - time.monotonic()))
+        # SIGKILL on the main process alone would orphan Granian's workers: kill the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(role_proc.proc.pid, signal.SIGKILL)
+        role_proc.proc.wait(10)
