@@ -1,0 +1,142 @@
+"""The notifier role: live security feed (SSE) and admin dashboard, on port 8002.
+
+``create_app`` is the factory Granian calls (with no arguments) in each worker process.
+Each process runs one events-stream reader that fans out to all its feed clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Final
+
+from litestar import Litestar
+from litestar.datastructures import MutableScopeHeaders
+from litestar.exceptions import HTTPException
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.static_files import create_static_files_router
+from litestar.types import Message, Scope
+
+from fintrack.config import Settings
+from fintrack.core.db import open_pool
+from fintrack.core.streams import redis_client
+from fintrack.notify.frames import EventId
+from fintrack.notify.history import History
+from fintrack.notify.hub import Hub, stream_last_id
+from fintrack.notify.problems import http_problem, internal_problem
+from fintrack.notify.routes import (
+    STATIC_DIR,
+    Notifier,
+    events,
+    health,
+    index,
+    login,
+    login_page,
+    logout,
+    ready,
+)
+from fintrack.notify.session import session_key
+from fintrack.notify.shutdown import on_stop_signal
+
+_READER_BLOCK_MS: Final = 2_000
+
+SECURITY_HEADERS: Final = {
+    "content-security-policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+async def _security_headers(message: Message, scope: Scope) -> None:
+    # Every response, including static files, redirects and errors.
+    if message["type"] == "http.response.start":
+        headers = MutableScopeHeaders.from_message(message)
+        for name, value in SECURITY_HEADERS.items():
+            if name not in headers:
+                headers[name] = value
+
+
+def _lifespan(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        redis = redis_client(settings)
+        # The reader blocks on XREAD: it gets a connection of its own (see redis_client).
+        reader = redis_client(settings, block_ms=_READER_BLOCK_MS)
+        pool = await open_pool(settings, min_size=1, max_size=10)
+        history = History(redis, pool, settings.event_stream)
+
+        async def start_position() -> EventId:
+            # The newest id ever published. Redis keeps it across trims; if the stream is
+            # gone (Redis lost its data), the archive knows the last one.
+            last = await stream_last_id(reader, settings.event_stream)
+            if last is None:
+                last = await history.last_archived()
+            return last if last is not None else (0, 0)
+
+        hub = Hub(
+            reader,
+            settings.event_stream,
+            start_position,
+            max_clients=settings.sse_max_clients,
+            client_buffer=settings.sse_client_buffer,
+            block_ms=_READER_BLOCK_MS,
+        )
+        hub.start()
+        app.state.notifier = Notifier(
+            settings=settings,
+            hub=hub,
+            history=history,
+            redis=redis,
+            pool=pool,
+            session_key=session_key(settings.admin_token_hashes),
+        )
+        try:
+            with on_stop_signal(hub.drain):
+                yield
+        finally:
+            await hub.stop()
+            await reader.aclose()
+            await redis.aclose()
+            await pool.close()
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """The notifier app. Without ``settings`` they come from ``FINTRACK_*`` variables."""
+    if settings is None:
+        settings = Settings.from_env()
+        # Called by Granian in a fresh worker process: set up logging there too.
+        from fintrack.log import configure_logging
+
+        configure_logging(settings)
+    settings.require("redis_url", "database_url")
+    prometheus = PrometheusConfig(
+        app_name="fintrack-notifier",
+        prefix="fintrack_notifier_http",
+        # Feed responses last minutes by design: they would swamp the latency histograms.
+        exclude=["^/events"],
+        group_path=True,
+    )
+    return Litestar(
+        route_handlers=[
+            events,
+            index,
+            login_page,
+            login,
+            logout,
+            health,
+            ready,
+            PrometheusController,
+            create_static_files_router(path="/static", directories=[STATIC_DIR]),
+        ],
+        lifespan=[_lifespan(settings)],
+        middleware=[prometheus.middleware],
+        before_send=[_security_headers],
+        exception_handlers={HTTPException: http_problem, Exception: internal_problem},
+        openapi_config=None,
+    )
