@@ -84,6 +84,8 @@ def run_notifier(host: Host = None, port: Port = None) -> None:
         workers=settings.http_workers,
         # An open SSE stream counts as in flight: never wait longer than a stream lives.
         kill_timeout_s=max(1, min(30, int(settings.sse_lifetime_s))),
+        # Every open SSE stream is a request in flight: leave room for the client limit.
+        backpressure=settings.sse_max_clients + 256,
     )
 
 
