@@ -1,0 +1,256 @@
+"""Lua scripts: the steps that must be atomic on the Redis side of the worker.
+
+Each check-then-act runs inside one script so no other client can slip in between: a
+worker publishes and acknowledges an entry only while the entry is still pending for it,
+so an entry reclaimed by another worker is published by exactly one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from redis.asyncio import Redis
+
+# Shared helper: compare two stream ids "ms-seq" numerically.
+_ID_LT = """
+local function id_lt(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+"""
+
+# KEYS: txns stream, events stream, dead-letter stream.
+# ARGV: group, consumer, dead-letter maxlen, lowest id, highest id, n_fields, the event
+#   field names, then per entry: id, dead (0|1), [4 dead-letter values if dead], its events:
+#   every field value followed by a NUL byte (one argument per entry instead of one per
+#   value: packing arguments is most of the client's cost here; JSON and ids never hold a
+#   raw NUL).
+# Ownership is read once for the batch (XPENDING over its id range, this consumer only).
+# Returns the ids it acknowledged.
+_PUBLISH_AND_ACK = """
+local group, me, dead_maxlen = ARGV[1], ARGV[2], ARGV[3]
+local owned = {}
+local pending = redis.pcall('XPENDING', KEYS[1], group, ARGV[4], ARGV[5], 2147483647, me)
+if type(pending) == 'table' and pending.err == nil then
+  for _, e in ipairs(pending) do owned[e[1]] = true end
+end
+local n_fields = tonumber(ARGV[6])
+local names = {}
+for f = 1, n_fields do names[f] = ARGV[6 + f] end
+local acked = {}
+local i = 7 + n_fields
+while i <= #ARGV do
+  local id = ARGV[i]
+  local dead = ARGV[i + 1] == '1'
+  local dead_at = i + 2
+  local blob = ARGV[i + 2]
+  if dead then blob = ARGV[i + 6] end
+  i = i + 3
+  if dead then i = i + 4 end
+  if owned[id] then
+    owned[id] = nil  -- an id listed twice is handled once
+    if dead then
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', dead_maxlen, '*',
+        'entry', ARGV[dead_at], 'payload', ARGV[dead_at + 1],
+        'error', ARGV[dead_at + 2], 'attempts', ARGV[dead_at + 3])
+    end
+    local fields, f, pos = {}, 0, 1
+    while pos <= #blob do
+      local stop = string.find(blob, '\\0', pos, true)
+      f = f + 1
+      fields[2 * f - 1] = names[f]
+      fields[2 * f] = string.sub(blob, pos, stop - 1)
+      pos = stop + 1
+      if f == n_fields then
+        redis.call('XADD', KEYS[2], '*', unpack(fields))
+        f = 0
+      end
+    end
+    acked[#acked + 1] = id
+  end
+end
+for at = 1, #acked, 1000 do  -- unpack() has a stack limit: ack in chunks
+  redis.call('XACK', KEYS[1], group, unpack(acked, at, math.min(at + 999, #acked)))
+end
+return acked
+"""
+
+# KEYS: stream. ARGV: group, consumer, ids... Resets the idle time of those ids still
+# pending for this consumer (XCLAIM JUSTID does not count as a delivery), so a worker
+# waiting out an outage keeps its batch instead of having it reclaimed and re-counted.
+_TOUCH = """
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if type(p) == 'table' and p[1] ~= nil and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"""
+
+# KEYS: stream. ARGV: candidate min id (keeps the retention), or '' for none.
+# Trims below the smallest of: the candidate, and for every group on the stream its oldest
+# pending id and its last-delivered id. Nothing unacknowledged is ever removed.
+_TRIM = (
+    _ID_LT
+    + """
+local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+if groups.err ~= nil or #groups == 0 then return 0 end  -- no stream, or nobody reads it
+local limit = ARGV[1]
+if limit == '' then return 0 end
+for _, g in ipairs(groups) do
+  local name, last
+  for k = 1, #g, 2 do
+    if g[k] == 'name' then name = g[k + 1] end
+    if g[k] == 'last-delivered-id' then last = g[k + 1] end
+  end
+  if id_lt(last, limit) then limit = last end
+  local p = redis.call('XPENDING', KEYS[1], name)
+  if p[1] > 0 and id_lt(p[2], limit) then limit = p[2] end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', limit)
+"""
+)
+
+# KEYS: stream. ARGV: group, min idle ms, own consumer name. Deletes consumers that have
+# nothing pending and have not been seen for a long time; atomic, so no entry can be
+# delivered to a consumer between the check and the delete (which would lose it).
+_DELETE_IDLE_CONSUMERS = """
+local removed = {}
+local consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+for _, c in ipairs(consumers) do
+  local name, pending, idle
+  for k = 1, #c, 2 do
+    if c[k] == 'name' then name = c[k + 1]
+    elseif c[k] == 'pending' then pending = c[k + 1]
+    elseif c[k] == 'idle' then idle = c[k + 1] end
+  end
+  if name ~= ARGV[3] and pending == 0 and idle > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    removed[#removed + 1] = name
+  end
+end
+return removed
+"""
+
+
+# KEYS: the blocklist version key, then one activity ledger per user.
+# ARGV: the exclusive lower and the inclusive upper score, the same for every ledger.
+# Returns {version or nil, {member, score, ...} per ledger}. Read-only; one round trip and
+# one reply to parse instead of a pipeline of replies (measured: several times less CPU).
+_READ_LEDGERS = """
+local out = {redis.call('GET', KEYS[1])}
+for i = 2, #KEYS do
+  out[i] = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. ARGV[1], ARGV[2], 'WITHSCORES')
+end
+return out
+"""
+
+
+class DeadLetter(NamedTuple):
+    """What the dead-letter stream records about an entry that kept failing."""
+
+    payload: bytes
+    error: str
+    attempts: int
+
+
+class Publication(NamedTuple):
+    """What to do atomically for one entry: dead-letter it (optional), publish its events
+    (each the values of the event fields, in order), acknowledge it."""
+
+    entry_id: str
+    dead: DeadLetter | None
+    events: Sequence[Sequence[bytes]]
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Scripts:
+    """The worker's Lua scripts, registered once on one client."""
+
+    __slots__ = ("_delete_idle", "_ledgers", "_publish", "_redis", "_touch", "_trim")
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._publish = redis.register_script(_PUBLISH_AND_ACK)
+        self._touch = redis.register_script(_TOUCH)
+        self._trim = redis.register_script(_TRIM)
+        self._delete_idle = redis.register_script(_DELETE_IDLE_CONSUMERS)
+        self._ledgers = redis.register_script(_READ_LEDGERS)
+
+    async def read_ledgers(
+        self, version_key: str, keys: Sequence[str], lower: int, upper: int
+    ) -> tuple[bytes | None, list[list[bytes]]]:
+        """The value at ``version_key`` and, for each sorted set in ``keys``, the flat
+        ``[member, score, ...]`` list of its members scored in ``(lower, upper]``."""
+        reply = await self._ledgers(keys=[version_key, *keys], args=[lower, upper])
+        # A missing key is `false` in Lua: it holds its slot and comes back as None.
+        return reply[0], list(reply[1:])
+
+    async def publish_and_ack(
+        self,
+        *,
+        stream: str,
+        events_stream: str,
+        dead_stream: str,
+        dead_maxlen: int,
+        group: str,
+        consumer: str,
+        event_fields: Sequence[str],
+        items: Sequence[Publication],
+    ) -> set[str]:
+        """For each item still pending for ``consumer``: dead-letter, publish, ack. Returns
+        the ids acknowledged (the others were reclaimed by another consumer meanwhile)."""
+        if not items:
+            return set()
+        ids = sorted({item.entry_id for item in items}, key=_id_key)
+        args: list[bytes | str | int] = [group, consumer, dead_maxlen, ids[0], ids[-1]]
+        args.append(len(event_fields))
+        args += event_fields
+        for item in items:
+            args.append(item.entry_id)
+            if item.dead is None:
+                args.append(0)
+            else:
+                args += [1, item.entry_id, item.dead.payload, item.dead.error, item.dead.attempts]
+            blob: list[bytes] = []
+            for values in item.events:
+                if len(values) != len(event_fields):
+                    raise ValueError("every event must have exactly the event fields")
+                for value in values:
+                    if b"\0" in value:
+                        raise ValueError("event field values must not contain NUL bytes")
+                    blob += (value, b"\0")
+            args.append(b"".join(blob))
+        acked = await self._publish(keys=[stream, events_stream, dead_stream], args=args)
+        return {_text(i) for i in acked}
+
+    async def touch(self, *, stream: str, group: str, consumer: str, ids: Sequence[str]) -> int:
+        """Reset the idle time of ``ids`` still pending for ``consumer``; returns how many."""
+        if not ids:
+            return 0
+        return int(await self._touch(keys=[stream], args=[group, consumer, *ids]))
+
+    async def trim(self, *, stream: str, min_id: str) -> int:
+        """Trim ``stream`` below ``min_id``, but never past what any group still needs."""
+        return int(await self._trim(keys=[stream], args=[min_id]))
+
+    async def delete_idle_consumers(
+        self, *, stream: str, group: str, idle_ms: int, keep: str
+    ) -> list[str]:
+        """Delete ``group``'s consumers idle longer than ``idle_ms`` with nothing pending."""
+        removed = await self._delete_idle(keys=[stream], args=[group, idle_ms, keep])
+        return [_text(name) for name in removed]

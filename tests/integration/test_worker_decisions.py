@@ -1,0 +1,227 @@
+"""The worker decides real transactions: seed examples, blocklist changes, the events
+archive and stream trimming, against real Redis and PostgreSQL with real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from enqueue import enqueue, make_txn
+from worker_checks import assert_published_once, count_decided, decided, events, rule_hits
+
+from conftest import RoleProcess, wait_until
+from fintrack.config import Settings
+from fintrack.core import blocklist
+from fintrack.core.db import open_pool
+from fintrack.core.streams import TXN_GROUP, ensure_group
+from fintrack.core.streams import redis_client as async_redis
+
+StartRole = Callable[..., RoleProcess]
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(settings.redis_url)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def wsettings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    heartbeat = tmp_path_factory.mktemp("hb") / "worker.heartbeat"
+    return dataclasses.replace(settings, worker_heartbeat_file=str(heartbeat))
+
+
+def test_seed_examples_get_their_decisions(
+    wsettings: Settings, client: redis.Redis, start_role: StartRole
+) -> None:
+    """The seed's examples are FLAGGED or BLOCKED with reasons; an ordinary txn is APPROVED."""
+    seed = make_txn(
+        user_id="user_123",
+        amount="150000.00",
+        merchant_type="luxury_goods",
+        source_ip="192.168.1.50",
+    )
+    curl = make_txn(user_id="anonymous", amount="200000.00", source_ip="12.34.56.78")
+    small = make_txn(user_id="user_9", amount="250.00")
+    enqueue(client, wsettings, [seed, curl, small])
+
+    worker = start_role("worker", wsettings, "--drain")
+    assert worker.proc.wait(60) == 0, worker.log()
+
+    rows = decided(wsettings)
+    hits = rule_hits(wsettings)
+    assert rows[str(seed.txn_id)].status in ("FLAGGED", "BLOCKED")
+    assert set(hits[str(seed.txn_id)]) == {"high_value", "risky_merchant"}
+    assert "luxury_goods" in hits[str(seed.txn_id)]["risky_merchant"]
+    assert rows[str(curl.txn_id)].status in ("FLAGGED", "BLOCKED")
+    assert "INR 200,000.00" in hits[str(curl.txn_id)]["high_value"]
+    assert rows[str(small.txn_id)].status == "APPROVED"
+    assert str(small.txn_id) not in hits
+    assert_published_once(client, wsettings, rows)
+
+
+def test_events_are_archived_with_their_stream_ids(
+    wsettings: Settings, client: redis.Redis, start_role: StartRole
+) -> None:
+    """Every published event lands in security_events under its stream id, data verbatim."""
+    txns = [make_txn(user_id=f"u{i % 3}", amount=f"{50_000 * (i % 4) + 10}.00") for i in range(40)]
+    enqueue(client, wsettings, txns)
+    worker = start_role("worker", wsettings, "--drain")
+    assert worker.proc.wait(60) == 0, worker.log()
+
+    published = events(client, wsettings)
+    assert len(published) >= len(txns)
+    with psycopg.connect(wsettings.database_url) as conn:
+        archived = {
+            (ms, seq): (kind, txn_id, status, severity, rules, data)
+            for ms, seq, kind, txn_id, status, severity, rules, data in conn.execute(
+                "SELECT id_ms, id_seq, kind, txn_id::text, status, severity, rules, data"
+                " FROM security_events"
+            )
+        }
+    assert len(archived) == len(published)
+    for entry_id, event, data in published:
+        ms, _, seq = entry_id.partition("-")
+        kind, txn_id, status, severity, rules, text = archived[(int(ms), int(seq))]
+        assert (kind, txn_id, status, severity) == (
+            event.kind,
+            event.txn_id,
+            event.status,
+            event.severity,
+        )
+        assert rules == [r.rule for r in event.reasons]
+        assert text.encode() == data
+
+
+def test_blocklist_change_is_seen_within_five_seconds(
+    wsettings: Settings, client: redis.Redis, start_role: StartRole
+) -> None:
+    """A network added with core.blocklist.add blocks the next transaction from it."""
+    before = make_txn(user_id="b1", source_ip="203.0.113.7")
+    enqueue(client, wsettings, [before])
+    start_role("worker", wsettings, "--consumer", "bl-1")
+    wait_until(lambda: count_decided(wsettings) == 1, 30, "first decision")
+    assert decided(wsettings)[str(before.txn_id)].status == "APPROVED"
+
+    async def add() -> None:
+        pool = await open_pool(wsettings)
+        r = async_redis(wsettings)
+        try:
+            await blocklist.add(pool, r, wsettings, "203.0.113.0/24", reason="test")
+        finally:
+            await r.aclose()
+            await pool.close()
+
+    asyncio.run(add())
+    added_at = time.monotonic()
+    after = make_txn(user_id="b2", source_ip="203.0.113.9")
+    enqueue(client, wsettings, [after])
+    wait_until(lambda: count_decided(wsettings) == 2, 5, "decision after the blocklist change")
+    assert time.monotonic() - added_at < 5
+    row = decided(wsettings)[str(after.txn_id)]
+    assert row.status == "BLOCKED"
+    assert "203.0.113.0/24" in rule_hits(wsettings)[str(after.txn_id)]["ip_blocklist"]
+
+
+def test_trimming_never_drops_unacked_entries(
+    settings: Settings, client: redis.Redis, start_role: StartRole
+) -> None:
+    """Streams are trimmed to about the retention, but never past an entry still pending."""
+    s = dataclasses.replace(settings, stream_retention=20, worker_claim_idle_ms=600_000)
+    asyncio.run(_create_group(s))
+    # A consumer takes the first entry and never acks it (nobody reclaims within 10 min).
+    (first_id,) = enqueue(client, s, [make_txn(user_id="ghost")])
+    client.xreadgroup(TXN_GROUP, "ghost", {s.txn_stream: ">"}, count=1)
+    start_role("worker", s, "--consumer", "trimmer-1")
+    sent = [1]
+
+    def trickle(done: Callable[[], bool]) -> Callable[[], bool]:
+        # Trimming keeps pace with traffic (see fraud/_trim.py): keep a little flowing.
+        def check() -> bool:
+            enqueue(client, s, [make_txn(user_id=f"u{sent[0] % 7}")])
+            sent[0] += 1
+            return done()
+
+        return check
+
+    # Every event is archived and acked: the events stream shrinks towards the retention,
+    # while the ghost's pending entry holds the transactions stream whole.
+    wait_until(
+        trickle(lambda: client.xlen(s.event_stream) < 100 and sent[0] > 150),
+        30,
+        "events stream trimmed",
+    )
+    assert client.xlen(s.txn_stream) == sent[0]
+    assert client.xrange(s.txn_stream, count=1)[0][0].decode() == first_id
+
+    client.xack(s.txn_stream, TXN_GROUP, first_id)
+    wait_until(trickle(lambda: client.xlen(s.txn_stream) < 100), 30, "txns stream trimmed")
+    total = sent[0]
+    wait_until(lambda: count_decided(s) == total - 1, 30, "every transaction decided")
+    wait_until(lambda: client.xpending(s.txn_stream, TXN_GROUP)["pending"] == 0, 10, "acks")
+    assert client.xlen(s.txn_stream) >= s.stream_retention
+
+
+async def _create_group(s: Settings) -> None:
+    r = async_redis(s)
+    try:
+        await ensure_group(r, s.txn_stream, TXN_GROUP)
+    finally:
+        await r.aclose()
+
+
+def test_lost_stream_is_recreated_and_work_goes_on(
+    wsettings: Settings, client: redis.Redis, start_role: StartRole
+) -> None:
+    """If Redis loses the stream and its group (NOGROUP), the worker recreates them once,
+    raises an alert in its log, and keeps deciding new transactions."""
+    worker = start_role("worker", wsettings, "--consumer", "ng-1")
+    enqueue(client, wsettings, [make_txn(user_id="n1")])
+    wait_until(lambda: count_decided(wsettings) == 1, 30, "first decision")
+    client.delete(wsettings.txn_stream)  # what a restart without persistence looks like
+    wait_until(lambda: "consumer group missing" in worker.log(), 15, "the NOGROUP alert")
+    later = make_txn(user_id="n2")
+    enqueue(client, wsettings, [later])
+    wait_until(lambda: count_decided(wsettings) == 2, 30, "decision after the recreation")
+    assert worker.proc.poll() is None
+    assert '"alert":true' in worker.log()
+
+
+def test_rules_file_change_takes_effect_without_restart(
+    wsettings: Settings, client: redis.Redis, start_role: StartRole, tmp_path: Path
+) -> None:
+    """Editing the rules file changes the decisions of a running worker within seconds;
+    the worker's heartbeat file is kept fresh meanwhile."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[merchants]\nluxury_goods = 30\n")
+    s = dataclasses.replace(wsettings, rules_file=str(rules))
+    start_role("worker", s, "--consumer", "rules-1")
+    first = make_txn(user_id="r0", amount="10.00", merchant_type="luxury_goods")
+    enqueue(client, s, [first])
+    wait_until(lambda: count_decided(s) == 1, 30, "first decision")
+    assert decided(s)[str(first.txn_id)].status == "APPROVED"
+
+    rules.write_text("[merchants]\nluxury_goods = 100\n")
+    probes: list[str] = []
+
+    def probe_blocked() -> bool:
+        probe = make_txn(
+            user_id=f"r{len(probes) + 1}", amount="10.00", merchant_type="luxury_goods"
+        )
+        enqueue(client, s, [probe])
+        probes.append(str(probe.txn_id))
+        rows = decided(s)
+        return any(rows.get(p, None) is not None and rows[p].status == "BLOCKED" for p in probes)
+
+    wait_until(probe_blocked, 15, "a probe blocked under the new rules")
+    heartbeat = Path(s.worker_heartbeat_file)
+    assert time.time() - heartbeat.stat().st_mtime < 5

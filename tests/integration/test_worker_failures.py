@@ -1,0 +1,150 @@
+"""Entries that keep failing go to the dead-letter stream; outages are waited out without
+acking, dead-lettering or counting deliveries."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+import redis
+from enqueue import enqueue, enqueue_raw, make_txn
+from psycopg import sql
+from worker_checks import (
+    assert_published_once,
+    count_decided,
+    decided,
+    event_counts,
+    events,
+    pending,
+    usd_traffic,
+)
+
+from conftest import RoleProcess, Services, wait_until
+from fintrack.config import Settings
+from fintrack.core.activity import activity_key
+from fintrack.core.streams import TXN_GROUP
+
+StartRole = Callable[..., RoleProcess]
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(settings.redis_url)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_poison_entries_are_dead_lettered_while_the_rest_flows(
+    settings: Settings, client: redis.Redis, start_role: StartRole
+) -> None:
+    """After max attempts a failing entry is dead-lettered (and a decodable one stored as
+    FAILED with its alert); entries behind it are decided without waiting for it."""
+    s = dataclasses.replace(
+        settings, worker_max_attempts=3, worker_claim_idle_ms=300, worker_heartbeat_file=""
+    )
+    garbage = enqueue_raw(client, s, {"txn": b"not json at all"})
+    no_field = enqueue_raw(client, s, {"something": b"else"})
+    # A decodable transaction whose user's activity ledger is corrupt: its facts fail.
+    mallory = make_txn(user_id="mallory", amount="10.00")
+    ten_ms_ago = (time.time_ns() // 1_000_000 - 10) * 1000  # an activity score (ms * 1000)
+    client.zadd(activity_key(s, "mallory"), {"not-a-member": ten_ms_ago})
+    (mallory_id,) = enqueue(client, s, [mallory])
+    good = usd_traffic(100, users=5, seed=1)
+    enqueue(client, s, good)
+
+    start_role("worker", s, "--consumer", "p1")
+    wait_until(lambda: client.xlen(s.dead_letter_stream) == 3, 30, "three dead letters")
+    wait_until(lambda: pending(client, s) == 0, 10, "every entry acked")
+
+    dead = {f[b"entry"].decode(): f for _, f in client.xrange(s.dead_letter_stream)}
+    assert set(dead) == {garbage, no_field, mallory_id}
+    assert all(f[b"attempts"] == b"3" for f in dead.values())
+    assert dead[garbage][b"payload"] == b"not json at all"
+    assert b"undecodable" in dead[garbage][b"error"]
+    assert b"'txn'" in dead[no_field][b"error"]
+    assert b"corrupt" in dead[mallory_id][b"error"]
+
+    rows = decided(s)
+    assert set(rows) == {str(t.txn_id) for t in good} | {str(mallory.txn_id)}
+    failed = rows[str(mallory.txn_id)]
+    assert failed.status == "FAILED"
+    assert failed.failure_reason is not None
+    assert "corrupt" in failed.failure_reason
+    # The good entries behind the poison did not wait for its three attempts.
+    assert max(rows[str(t.txn_id)].decided_at for t in good) < failed.decided_at
+    assert_published_once(client, s, rows)
+    failed_events = [e for _, e, _ in events(client, s) if e.txn_id == str(mallory.txn_id)]
+    assert {(e.kind, e.status, e.severity) for e in failed_events} == {
+        ("decision", "FAILED", "critical"),
+        ("alert", "FAILED", "critical"),
+    }
+
+
+def _set_connections(services: Services, database_url: str, allowed: bool) -> None:
+    """Open or close THIS test's database to new connections (and drop the current ones)."""
+    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    assert isinstance(name, str)
+    with psycopg.connect(services.admin_database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(name), sql.Literal(allowed)
+            )
+        )
+        if not allowed:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+
+
+def test_postgresql_outage_is_waited_out(
+    settings: Settings, services: Services, client: redis.Redis, start_role: StartRole
+) -> None:
+    """While PostgreSQL refuses connections nothing is acked, dead-lettered or redelivered;
+    when it returns every transaction is decided once."""
+    s = dataclasses.replace(
+        settings, worker_max_attempts=2, worker_claim_idle_ms=1_000, worker_heartbeat_file=""
+    )
+    workers = [start_role("worker", s, "--consumer", f"o{i}") for i in (1, 2)]
+    wait_until(
+        lambda: (
+            client.exists(s.txn_stream) == 1
+            and len(client.xinfo_consumers(s.txn_stream, TXN_GROUP)) == 2
+        ),
+        30,
+        "both workers reading",
+    )
+    _set_connections(services, s.database_url, allowed=False)
+    try:
+        txns = usd_traffic(300, users=20, seed=9)
+        enqueue(client, s, txns)
+        wait_until(lambda: pending(client, s) == len(txns), 30, "every entry delivered")
+        outage_started = time.monotonic()
+
+        def still_held() -> bool:
+            # Checked on every poll, for three claim periods (and two "max attempts").
+            assert pending(client, s) == len(txns)
+            assert client.xlen(s.dead_letter_stream) == 0
+            assert client.exists(s.event_stream) == 0 or client.xlen(s.event_stream) == 0
+            rows = client.xpending_range(s.txn_stream, TXN_GROUP, "-", "+", len(txns))
+            assert {r["times_delivered"] for r in rows} == {1}
+            return time.monotonic() - outage_started > 3.0
+
+        wait_until(still_held, 15, "three seconds of outage")
+        assert any("dependency unavailable" in w.log() for w in workers)
+    finally:
+        _set_connections(services, s.database_url, allowed=True)
+
+    wait_until(lambda: pending(client, s) == 0, 60, "backlog acked after the outage")
+    assert count_decided(s) == len(txns)
+    rows = decided(s)
+    assert_published_once(client, s, rows)
+    assert client.xlen(s.dead_letter_stream) == 0
+    assert sum(event_counts(client, s).values()) >= len(txns)
+    for w in workers:
+        assert w.stop() == 0, w.log()
