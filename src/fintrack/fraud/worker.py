@@ -193,7 +193,7 @@ class Worker:
         logger.info("worker stopped", consumer=self.consumer)
 
     def request_stop(self) -> None:
-        """Stop reading; finish the batch in hand (bounded by ``STOP_GRACE_S``)."""
+        """Stop reading; finish the batches in hand (bounded by ``STOP_GRACE_S``)."""
         if not self.stopping.is_set():
             logger.info("worker stopping", consumer=self.consumer)
             self._stop_deadline = time.monotonic() + STOP_GRACE_S - 1.0
