@@ -3,6 +3,8 @@
 Where the services come from, in order: ``FINTRACK_TEST_REDIS_URL`` /
 ``FINTRACK_TEST_DATABASE_URL`` if set; else the machine's own servers on 127.0.0.1:6379 and
 :5432 if they answer; else embedded Valkey and PostgreSQL started for this test session.
+``FINTRACK_TEST_SERVICES=embedded`` skips the probe: the suite then runs exactly as on a
+machine with neither server installed.
 Each test that asks for ``settings`` gets its own Redis key prefix and its own database
 (copied from a migrated template), both removed afterwards.
 """
@@ -12,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
@@ -59,9 +63,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     """Real servers for the whole session (the machine's, or embedded ones)."""
     redis_url = os.environ.get("FINTRACK_TEST_REDIS_URL", "")
     database_url = os.environ.get("FINTRACK_TEST_DATABASE_URL", "")
+    probe = os.environ.get("FINTRACK_TEST_SERVICES", "") != "embedded"
     with ExitStack() as stack:
         if not redis_url:
-            if _answers("127.0.0.1", 6379):
+            if probe and _answers("127.0.0.1", 6379):
                 redis_url = "redis://127.0.0.1:6379/0"
             else:
                 from fintrack.core.embedded import EmbeddedValkey
@@ -69,12 +74,16 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
                 valkey = stack.enter_context(EmbeddedValkey(tmp_path_factory.mktemp("valkey")))
                 redis_url = valkey.url
         if not database_url:
-            if _answers("127.0.0.1", 5432):
+            if probe and _answers("127.0.0.1", 5432):
                 database_url = "postgresql://postgres@127.0.0.1:5432/postgres"
             else:
                 from fintrack.core.embedded import EmbeddedPostgres
 
-                pg = stack.enter_context(EmbeddedPostgres(tmp_path_factory.mktemp("pg")))
+                # Outside pytest's tmp tree: a new pytest session anywhere on the machine
+                # resets that tree to 0700, locking out the server's unprivileged user.
+                pg_dir = Path(tempfile.mkdtemp(prefix="fintrack-test-pg-"))
+                stack.callback(shutil.rmtree, pg_dir, ignore_errors=True)
+                pg = stack.enter_context(EmbeddedPostgres(pg_dir / "data"))
                 database_url = pg.url
         found = Services(redis_url, database_url)
         _create_template(found)

@@ -120,7 +120,7 @@ def assert_published_once(client: redis.Redis, settings: Settings, rows: dict[st
         expected[(txn_id, "decision")] = 1
         if row.status != "APPROVED":
             expected[(txn_id, "alert")] = 1
-    assert counts == expected
+    assert counts == expected, f"published {dict(counts)}, expected {dict(expected)}"
 
 
 class Figures(NamedTuple):
