@@ -16,9 +16,11 @@ app = typer.Typer(no_args_is_help=True, help="FinTrack-Sentinel: real-time fraud
 run_app = typer.Typer(no_args_is_help=True, help="Run one role (or all of them).")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 blocklist_app = typer.Typer(no_args_is_help=True, help="Manage the IP blocklist.")
+keys_app = typer.Typer(no_args_is_help=True, help="Issue, list and revoke API keys.")
 app.add_typer(run_app, name="run")
 app.add_typer(db_app, name="db")
 app.add_typer(blocklist_app, name="blocklist")
+app.add_typer(keys_app, name="keys")
 
 Port = Annotated[int | None, typer.Option(help="Port to listen on (default from settings).")]
 Host = Annotated[str | None, typer.Option(help="Address to bind (0.0.0.0 in containers).")]
@@ -191,6 +193,88 @@ def blocklist_list() -> None:
         typer.echo(f"{entry.network}\t{entry.reason}\t{entry.added_by}\t{entry.added_at}")
 
 
+# The audit trail names CLI actions as the admin API does.
+_KEY_ACTIONS = {"add": "keys.create", "revoke": "keys.revoke", "list": "keys.list"}
+
+
+def _keys_call(action: str, argument: str = "") -> object:
+    import asyncio
+
+    from fintrack.core import apikeys, audit
+    from fintrack.core.db import open_pool
+    from fintrack.core.errors import FieldError
+    from fintrack.core.streams import redis_client
+
+    settings = _settings()
+
+    async def call() -> object:
+        pool = await open_pool(settings, max_size=1)
+        redis = redis_client(settings)
+        try:
+            result: object
+            if action == "add":
+                result = await apikeys.create(pool, redis, settings, argument, actor="cli")
+                target = f"{result.id} {argument}"
+            elif action == "revoke":
+                result = await apikeys.revoke(pool, redis, settings, argument)
+                target = argument if result is None else f"{argument} {result.name}"
+            else:
+                result, target = await apikeys.list_keys(pool), ""
+            outcome = "not_found" if result is None else "ok"
+            await audit.record(
+                pool, actor="cli", action=_KEY_ACTIONS[action], target=target, remote="local",
+                outcome=outcome,
+            )  # fmt: skip
+            return result
+        finally:
+            await redis.aclose()
+            await pool.close()
+
+    try:
+        return asyncio.run(call())
+    except (SettingsError, FieldError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Argument(help="The client the key is for (its client id).")],
+) -> None:
+    """Issue a key; its secret is printed once, alone on standard output. Issue a second
+    key with the same name to rotate, then revoke the old one."""
+    from fintrack.core.apikeys import IssuedKey
+
+    issued = _keys_call("add", name)
+    assert isinstance(issued, IssuedKey)
+    typer.echo(f"issued key {issued.id} for {issued.name}; the secret is shown once:", err=True)
+    typer.echo(issued.secret)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (see `keys list`).")],
+) -> None:
+    """Revoke a key: every api process refuses it within FINTRACK_KEY_REFRESH_S."""
+    if _keys_call("revoke", key_id) is None:
+        typer.echo(f"no active key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Print every issued key: id, name, created, by whom, revoked (or "active")."""
+    from fintrack.core.apikeys import ApiKey
+
+    keys = _keys_call("list")
+    assert isinstance(keys, list)
+    for key in keys:
+        assert isinstance(key, ApiKey)
+        revoked = key.revoked_at or "active"
+        typer.echo(f"{key.id}\t{key.name}\t{key.created_at}\t{key.created_by}\t{revoked}")
+
+
 class HealthRole(StrEnum):
     api = "api"
     worker = "worker"
@@ -341,6 +425,21 @@ def simulate(
         raise typer.Exit(130) from None
     typer.echo(msgspec.json.encode(summary).decode() if json_output else sim.render_text(summary))
     raise typer.Exit(0 if summary.ok else 1)
+
+
+@app.command(
+    "bench",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark suite of this source checkout (loopback only).
+
+    Compares every role with a plain reference service, prints a table and writes
+    bench-results/<timestamp>.json; `fintrack bench --help` lists scenarios and options."""
+    from fintrack.bench import exec_suite
+
+    raise typer.Exit(exec_suite(list(ctx.args)))
 
 
 def main() -> None:

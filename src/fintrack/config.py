@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
 PREFIX = "FINTRACK_"
+TEXT_CEILING = 256  # the longest user_id / merchant_type any configuration may allow
 
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -56,6 +57,15 @@ class Settings:
     default_currency: str = "INR"
     default_user_id: str = "anonymous"
     default_merchant_type: str = "general"
+    max_header_bytes: int = 16_384  # names + values of all request headers; else 431
+    max_json_depth: int = 32  # nesting of arrays/objects in a body; else 400
+    max_text_length: int = 64  # user_id and merchant_type; at most TEXT_CEILING
+    # Per API client: at most `rate_limit` requests (each transaction of a batch counts)
+    # per `rate_window_s`, shared by every api replica through Redis; 0 turns it off.
+    rate_limit: int = 0
+    rate_window_s: float = 1.0
+    key_refresh_s: float = 1.0  # revoked API keys stop working within this many seconds
+    cors_origins: str = ""  # comma-separated origins allowed by CORS; empty: CORS off
 
     # Auth: comma-separated `name=sha256:<hex>` pairs (see `fintrack hash-secret`).
     api_keys: str = ""
@@ -133,9 +143,30 @@ class Settings:
             "idempotency_ttl_s",
             "stream_retention",
             "activity_retention_s",
+            "max_header_bytes",
+            "max_text_length",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be at least 1")
+        if self.max_json_depth < 2:
+            # A batch is an array of objects: depth 2 is the least a valid body needs.
+            raise SettingsError(f"{PREFIX}MAX_JSON_DEPTH: must be at least 2")
+        if self.max_text_length > TEXT_CEILING:
+            raise SettingsError(f"{PREFIX}MAX_TEXT_LENGTH: must be at most {TEXT_CEILING}")
+        if self.rate_limit < 0:
+            raise SettingsError(f"{PREFIX}RATE_LIMIT: must be 0 (off) or more")
+        if not 0.001 <= self.rate_window_s <= 86_400:
+            raise SettingsError(f"{PREFIX}RATE_WINDOW_S: must be between 0.001 and 86400")
+        if self.rate_limit * self.rate_window_ms > 2**50:
+            # The limiter counts in integers: the product must stay exact in Lua's doubles.
+            raise SettingsError(f"{PREFIX}RATE_LIMIT × {PREFIX}RATE_WINDOW_S is too large")
+        if not 0.05 <= self.key_refresh_s <= 3600:
+            raise SettingsError(f"{PREFIX}KEY_REFRESH_S: must be between 0.05 and 3600")
+        for origin in self.cors_origin_list:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise SettingsError(
+                    f"{PREFIX}CORS_ORIGINS: {origin[:60]!r} is not an http(s) origin or *"
+                )
         if len(self.default_currency) != 3 or not self.default_currency.isupper():
             raise SettingsError(f"{PREFIX}DEFAULT_CURRENCY: must be an ISO 4217 code like INR")
         if not self.key_prefix or any(c in self.key_prefix for c in " {}"):
@@ -148,6 +179,14 @@ class Settings:
     @property
     def auth_enabled(self) -> bool:
         return not self.insecure_open
+
+    @property
+    def rate_window_ms(self) -> int:
+        return max(1, round(self.rate_window_s * 1000))
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def txn_stream(self) -> str:

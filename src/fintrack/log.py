@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -15,13 +16,32 @@ _encoder = msgspec.json.Encoder()
 
 # Names whose values are secrets; their values never reach a log line.
 _SECRET_KEYS = frozenset(
-    {"authorization", "api_key", "x-api-key", "password", "token", "secret", "cookie"}
-)
+    {
+        "authorization", "api_key", "x-api-key", "password", "token", "secret", "cookie",
+        "set-cookie", "admin_token", "session", "database_url", "redis_url", "dsn",
+    }
+)  # fmt: skip
 
 
 def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     for key in event.keys() & _SECRET_KEYS:
         event[key] = "[redacted]"
+    return event
+
+
+# Line breaks and other control characters in a value would let a client forge log lines
+# on a console (JSON escapes them by itself).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(text: str) -> str:
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def _escape_control(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = _escape(value)
     return event
 
 
@@ -46,6 +66,8 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
     ]
+    if console:
+        shared.append(_escape_control)
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     if console:
         structlog.configure(

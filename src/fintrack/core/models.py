@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from fintrack.config import TEXT_CEILING
 from fintrack.core.currencies import MINOR_UNITS
 from fintrack.core.errors import FieldError
 
@@ -22,7 +23,11 @@ MAX_AMOUNT = Decimal("1000000000000")  # 10^12 major units
 MAX_AMOUNT_TEXT = 40  # characters of the JSON number literal
 # `(?!\n)`: in Python's `re` a bare `$` also matches before a final newline, which would let
 # "user_1\n" through (log and key injection); ECMA regexes (OpenAPI) read it the same way.
-ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\w.@:+-]+$(?!\n)")]
+# The length bound here is the ceiling; the api enforces FINTRACK_MAX_TEXT_LENGTH (default 64).
+USER_ID_PATTERN = r"^[\w.@:+-]+$(?!\n)"
+ShortText = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=TEXT_CEILING, pattern=USER_ID_PATTERN)
+]
 
 Status = Literal["PENDING", "APPROVED", "FLAGGED", "BLOCKED", "FAILED"]
 FINAL_STATUSES: tuple[Status, ...] = ("APPROVED", "FLAGGED", "BLOCKED", "FAILED")

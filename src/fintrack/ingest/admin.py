@@ -20,13 +20,18 @@ from fintrack.ingest.problems import problem_spec
 from fintrack.ingest.state import Resources, resources_of
 
 _ERRORS = {401: problem_spec("Missing or invalid admin token (an API key is not enough).")}
+_BODY_ERRORS = {
+    400: problem_spec("Malformed JSON."),
+    422: problem_spec("A field is invalid; `errors` names it."),
+}
 
 
 class NewBlock(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A network to block: a single address or a CIDR range (host bits zero)."""
 
     network: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    reason: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    # No control characters: the reason is shown in decisions, logs and the dashboard.
+    reason: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
 
 
 class Blocked(msgspec.Struct, frozen=True):
@@ -72,7 +77,7 @@ class BlocklistController(Controller):
         "/",
         status_code=201,
         summary="Block a network (or update its reason)",
-        responses=_ERRORS | {422: problem_spec("The network (or another field) is invalid.")},
+        responses=_ERRORS | _BODY_ERRORS,
     )
     async def add(
         self, request: Request[Any, Any, Any], admin: NamedDependency[str], data: JSONBody[NewBlock]

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from importlib.metadata import version
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -15,13 +16,18 @@ from redis.exceptions import RedisError
 
 from fintrack.config import Settings
 from fintrack.core.db import open_pool
+from fintrack.core.httpedge import API_HEADERS, allowed_methods, guard_http
 from fintrack.core.streams import redis_client
 from fintrack.ingest.admin import BlocklistController
 from fintrack.ingest.handoff import SCRIPT, Coalescer, HandOff
+from fintrack.ingest.keyring import KeyRing
+from fintrack.ingest.keys import KeysController
+from fintrack.ingest.limits import limits_from
 from fintrack.ingest.metrics import PREFIX
-from fintrack.ingest.openapi import COMPONENTS
+from fintrack.ingest.openapi import COMPONENTS, describe
 from fintrack.ingest.ops import MetricsController, health, ready
 from fintrack.ingest.problems import exception_handlers
+from fintrack.ingest.ratelimit import RateGate
 from fintrack.ingest.requestlog import log_requests
 from fintrack.ingest.routes import TransactionController
 from fintrack.ingest.state import Resources, defaults_from
@@ -40,9 +46,11 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     handoff = HandOff(redis, settings)
     coalescer = Coalescer(handoff, max_batch=settings.max_batch_items)
     waiters = Waiters(tail_redis, settings.event_stream)
+    keyring = KeyRing(settings, pool, redis)
     with contextlib.suppress(RedisError, OSError):
         await redis.script_load(SCRIPT)  # saves the first request a NOSCRIPT retry
     coalescer.start()
+    await keyring.start()
     app.state.resources = Resources(
         settings=settings,
         defaults=defaults_from(settings),
@@ -51,10 +59,14 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         handoff=handoff,
         coalescer=coalescer,
         waiters=waiters,
+        keyring=keyring,
+        rate_gate=RateGate(redis, settings),
+        limits=limits_from(settings),
     )
     try:
         yield
     finally:
+        await keyring.stop()
         await coalescer.stop()
         await waiters.stop()
         await pool.close()
@@ -82,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             TransactionController,
             BlocklistController,
+            KeysController,
             health,
             ready,
             MetricsController,
@@ -91,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers,
         middleware=[prometheus.middleware],
         request_max_body_size=settings.max_body_bytes,
+        cors_config=cors_config(settings),
         openapi_config=OpenAPIConfig(
             title="FinTrack-Sentinel ingest API",
             version=version("fintrack-sentinel"),
@@ -100,6 +114,31 @@ def create_app(settings: Settings | None = None) -> Litestar:
             use_handler_docstrings=True,
         ),
     )
-    # Outside Litestar's middleware stack, so unrouted requests are logged too.
-    app.asgi_handler = log_requests(app.asgi_handler)
+    describe(app.openapi_schema, settings)
+    # Outside Litestar's middleware stack, so unrouted and refused requests get both too.
+    app.asgi_handler = log_requests(
+        guard_http(
+            app.asgi_handler,
+            max_header_bytes=settings.max_header_bytes,
+            headers=API_HEADERS,
+            allow=allowed_methods(app),
+        )
+    )
     return app
+
+
+def cors_config(settings: Settings) -> CORSConfig | None:
+    """CORS for the configured origins (FINTRACK_CORS_ORIGINS); None (off) when empty.
+
+    Clients authenticate with headers, never cookies, so credentials are not allowed."""
+    origins = settings.cors_origin_list
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Authorization", "X-API-Key", "Content-Type", "Prefer", "X-Request-ID"],
+        expose_headers=["Location", "Retry-After", "X-Request-ID", "Preference-Applied"],
+        allow_credentials=False,
+        max_age=600,
+    )

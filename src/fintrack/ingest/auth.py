@@ -1,15 +1,15 @@
 """Who is calling: API keys for ingest clients, admin tokens for ``/admin``.
 
-Both come as ``Authorization: Bearer <secret>`` or ``X-API-Key: <secret>``. A refusal is
-the same 401 whatever was wrong (missing, unknown, or the wrong kind of credential), is
-audited, and never echoes or logs the secret. With ``insecure_open`` nobody is asked and
-every caller is ``anonymous``.
+Both come as ``Authorization: Bearer <secret>`` or ``X-API-Key: <secret>``. API keys are
+looked up in the process's ``KeyRing`` (configured plus issued keys); admin tokens are the
+configured ones. A refusal is the same 401 whatever was wrong (missing, unknown, or the
+wrong kind of credential), is audited, and never echoes or logs the secret. With
+``insecure_open`` nobody is asked and every caller is ``anonymous``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from litestar import Request
 from litestar.connection import ASGIConnection
@@ -26,32 +26,32 @@ _ADMIN: Final = "admin_name"
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="fintrack"'}
 
 
-async def _authenticate(
-    connection: ASGIConnection[Any, Any, Any, Any], digests: Mapping[str, str], action: str
-) -> str:
+async def _refuse(connection: ASGIConnection[Any, Any, Any, Any], action: str) -> NoReturn:
+    await audit.record(
+        resources_of(connection).pool,
+        actor="unknown",
+        action=action,
+        target=f"{connection.scope.get('method', '')} {connection.url.path}",
+        remote=audit.remote_addr(connection),
+        outcome="denied",
+    )
+    raise NotAuthorizedException("missing or invalid credentials", headers=_CHALLENGE)
+
+
+def _presented(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     headers = connection.headers
-    name = identify(bearer_secret(headers.get("authorization"), headers.get("x-api-key")), digests)
-    if name is None:
-        await audit.record(
-            resources_of(connection).pool,
-            actor="unknown",
-            action=action,
-            target=f"{connection.scope.get('method', '')} {connection.url.path}",
-            remote=audit.remote_addr(connection),
-            outcome="denied",
-        )
-        raise NotAuthorizedException("missing or invalid credentials", headers=_CHALLENGE)
-    return name
+    return bearer_secret(headers.get("authorization"), headers.get("x-api-key"))
 
 
 async def require_client(
     connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
 ) -> None:
     """Guard: the caller presents a valid API key (or the api runs open)."""
-    settings = settings_of(connection)
-    name = ANONYMOUS
-    if settings.auth_enabled:
-        name = await _authenticate(connection, settings.api_key_hashes, "auth.client")
+    name: str | None = ANONYMOUS
+    if settings_of(connection).auth_enabled:
+        name = await resources_of(connection).keyring.identify(_presented(connection))
+        if name is None:
+            await _refuse(connection, "auth.client")
     connection.state[_CLIENT] = name
 
 
@@ -60,10 +60,18 @@ async def require_admin(
 ) -> None:
     """Guard: the caller presents a valid admin token (an API key is not enough)."""
     settings = settings_of(connection)
-    name = ANONYMOUS
+    name: str | None = ANONYMOUS
     if settings.auth_enabled:
-        name = await _authenticate(connection, settings.admin_token_hashes, "auth.admin")
+        name = identify(_presented(connection), settings.admin_token_hashes)
+        if name is None:
+            await _refuse(connection, "auth.admin")
     connection.state[_ADMIN] = name
+
+
+async def limit_reads(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard (after ``require_client``): count a request that doesn't hand anything off
+    against the client's rate limit (submissions are counted by the hand-off itself)."""
+    await resources_of(connection).rate_gate.take(connection.state[_CLIENT])
 
 
 def client_id(request: Request[Any, Any, Any]) -> str:

@@ -12,6 +12,7 @@ from fintrack.ingest import metrics
 from fintrack.ingest.body import decode_transaction
 from fintrack.ingest.handoff import HandOffResult
 from fintrack.ingest.problems import MalformedBody, Problem, problem_for
+from fintrack.ingest.ratelimit import RateLimited
 from fintrack.ingest.state import Resources
 
 
@@ -32,10 +33,12 @@ class BatchResult(msgspec.Struct, frozen=True):
 
 async def handle_batch(
     res: Resources, client: str, items: list[msgspec.Raw], received_at_ms: int
-) -> BatchResult:
+) -> tuple[BatchResult, int]:
     """Validate every item, hand off the valid ones in one round trip, report each.
 
-    An invalid item gets its own problem and does not stop the others. If the round trip
+    An invalid item gets its own problem and does not stop the others; so does an item
+    over the client's rate limit (each item counts as one request). Also returns the
+    longest wait, in ms, a rate-limited item was told (0 if none was). If the round trip
     fails as a whole, ``UnavailableError`` propagates (the whole request is a 503).
     """
     results: list[BatchItem | None] = [None] * len(items)
@@ -43,7 +46,7 @@ async def handle_batch(
     for index, raw in enumerate(items):
         try:
             txn = validate_request(
-                decode_transaction(bytes(raw)),
+                decode_transaction(bytes(raw), res.limits),
                 client_id=client,
                 received_at_ms=received_at_ms,
                 defaults=res.defaults,
@@ -61,7 +64,7 @@ async def handle_batch(
         results[index] = _result(index, txn, outcome)
     final = [item for item in results if item is not None]
     _count(final)
-    return BatchResult(final)
+    return BatchResult(final), max((h.retry_after_ms for h in handed), default=0)
 
 
 def _error(index: int, txn_id: str | None, exc: Exception) -> BatchItem:
@@ -78,12 +81,15 @@ def _result(index: int, txn: Transaction, handed: HandOffResult) -> BatchItem:
             return BatchItem(index=index, txn_id=txn_id, status="duplicate")
         case "conflict":
             return _error(index, txn_id, ConflictError(f"txn_id {txn_id} already used"))
+        case "limited":
+            return _error(index, txn_id, RateLimited(handed.retry_after_ms))
     return _error(index, txn_id, UnavailableError("Redis refused the transaction"))
 
 
 _REASON_BY_STATUS = {
     400: metrics.REASON_MALFORMED,
     409: metrics.REASON_CONFLICT,
+    429: metrics.REASON_RATE_LIMITED,
     503: metrics.REASON_UNAVAILABLE,
 }
 

@@ -15,19 +15,22 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from fintrack.core.errors import FieldError
 from fintrack.core.models import TransactionRequest, request_decoder
+from fintrack.ingest.limits import BodyLimits, check_depth, check_text
 from fintrack.ingest.problems import ROOT, MalformedBody
 
 _raw_items = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def decode_transaction(raw: bytes) -> TransactionRequest:
-    """JSON bytes → the request struct.
+def decode_transaction(raw: bytes, limits: BodyLimits) -> TransactionRequest:
+    """JSON bytes → the request struct, within ``limits``.
 
     Raises msgspec's ``ValidationError`` (a field is wrong), ``FieldError`` (a field holds
-    NaN or Infinity, which are not JSON), ``MalformedBody`` or msgspec's ``DecodeError``.
+    NaN or Infinity, which are not JSON, or a text is too long), ``MalformedBody`` (also
+    for nesting deeper than allowed) or msgspec's ``DecodeError``.
     """
+    check_depth(raw, limits.max_depth)
     try:
-        return request_decoder.decode(raw)
+        req = request_decoder.decode(raw)
     except RecursionError as e:
         raise MalformedBody("JSON nested too deeply") from e
     except UnicodeDecodeError as e:  # msgspec checks UTF-8 only inside strings, and so
@@ -41,10 +44,13 @@ def decode_transaction(raw: bytes) -> TransactionRequest:
                 field, "must be a finite number (NaN and Infinity are not JSON)"
             ) from e
         raise
+    check_text(req, limits.max_text)
+    return req
 
 
-def decode_items(raw: bytes, limit: int) -> list[msgspec.Raw]:
-    """A JSON array → its items, still undecoded; more than ``limit`` items is a 413."""
+def decode_items(raw: bytes, limit: int, max_depth: int) -> list[msgspec.Raw]:
+    """A JSON array → its items, still undecoded; more than ``limit`` items is a 413,
+    nesting deeper than ``max_depth`` (the array counts as one level) a 400."""
     try:
         items = _raw_items.decode(raw)
     except RecursionError as e:
@@ -53,6 +59,12 @@ def decode_items(raw: bytes, limit: int) -> list[msgspec.Raw]:
         raise FieldError(ROOT, "must be a JSON array of transactions") from e
     if len(items) > limit:
         raise RequestEntityTooLarge(f"a batch holds at most {limit} transactions")
+    # Item by item: each is small, so the bracket count settles almost all of them.
+    try:
+        for item in items:
+            check_depth(bytes(item), max_depth - 1)
+    except MalformedBody:
+        raise MalformedBody(f"JSON nested deeper than {max_depth} levels") from None
     return items
 
 

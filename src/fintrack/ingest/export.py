@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from fintrack.core.errors import FieldError
-from fintrack.ingest.views import SELECT, FinalStatus, row_to_view
+from fintrack.ingest.views import CONNECT_TIMEOUT_S, SELECT, FinalStatus, row_to_view
 
 NDJSON: Final = "application/x-ndjson"
 _FETCH_ROWS: Final = 2_000
@@ -77,7 +77,10 @@ async def export_lines(
     query, params = export_query(client_id, wanted)
     encoder = msgspec.json.Encoder()
     buffer = bytearray()
-    async with pool.connection() as conn, conn.cursor(name="export") as cur:
+    async with (
+        pool.connection(timeout=CONNECT_TIMEOUT_S) as conn,
+        conn.cursor(name="export") as cur,
+    ):
         cur.itersize = _FETCH_ROWS
         await cur.execute(query, params)
         async for row in cur:

@@ -1,8 +1,9 @@
 """The hand-off: making accepted transactions durable in Redis, atomically and in bulk.
 
-Each transaction goes through one Lua script that, in one atomic step, checks and sets its
-idempotency key, appends it to the transactions stream and records it in the user's
-activity ledger (scored by its stream position, see ``fintrack.core.activity``). A call
+Each transaction goes through one Lua script that, in one atomic step, takes a token from
+its client's rate-limit bucket (see ``ratelimit``), checks and sets its idempotency key,
+appends it to the transactions stream and records it in the user's activity ledger
+(scored by its stream position, see ``fintrack.core.activity``). A call
 sends every transaction's script in one pipelined round trip; ``Coalescer`` lets
 concurrent single submissions share such a round trip.
 
@@ -36,23 +37,37 @@ from fintrack.core.activity import activity_key, encode_member
 from fintrack.core.errors import UnavailableError
 from fintrack.core.models import Transaction, transaction_encoder
 from fintrack.ingest import metrics
+from fintrack.ingest.ratelimit import BUCKET_LUA, bucket_key
 
 log = structlog.get_logger(__name__)
 
 HANDOFF_TIMEOUT_S: Final = 1.5  # a 503 in 1.5 s beats a client timing out on us
 
-# KEYS: idempotency key, transactions stream, activity ledger of the user.
+# KEYS: idempotency key, transactions stream, activity ledger of the user, the client's
+#       rate-limit bucket.
 # ARGV: "client|fingerprint", idempotency TTL (s), encoded transaction, ledger member,
-#       activity retention (s).
+#       activity retention (s), rate limit (0: off), rate window (ms).
 # Scores are formatted with %.0f: Lua would print a number above 1e14 as 1.7e+15.
-# XADD runs before any other write, so a failing XADD (e.g. out of memory) leaves nothing.
-SCRIPT: Final = """
+# The rate check only reads until the request is known to count; XADD runs before any
+# other write of an accepted transaction, so a failing XADD (e.g. out of memory) leaves
+# nothing.
+SCRIPT: Final = (
+    BUCKET_LUA
+    + """
+local limit, window = tonumber(ARGV[6]), tonumber(ARGV[7])
+local left, now
+if limit > 0 then
+  left, now = bucket(KEYS[4], limit, window)
+  if left < 0 then return 'rate:' .. string.format('%.0f', -left) end
+end
 local prior = redis.call('GET', KEYS[1])
 if prior then
+  if limit > 0 then spend(KEYS[4], left, now, window) end
   if prior == ARGV[1] then return 'dup' end
   return 'conflict'
 end
 local id = redis.call('XADD', KEYS[2], '*', 'txn', ARGV[3])
+if limit > 0 then spend(KEYS[4], left, now, window) end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 local dash = string.find(id, '-', 1, true)
 local ms = tonumber(string.sub(id, 1, dash - 1))
@@ -64,16 +79,19 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf',
 redis.call('PEXPIRE', KEYS[3], string.format('%.0f', 2 * retention_ms))
 return id
 """
+)
 _SHA: Final = hashlib.sha1(SCRIPT.encode()).hexdigest()  # noqa: S324 -- Redis names scripts by SHA-1
 
-Outcome = Literal["accepted", "duplicate", "conflict", "failed"]
+Outcome = Literal["accepted", "duplicate", "conflict", "limited", "failed"]
 
 
 class HandOffResult(NamedTuple):
-    """What happened to one transaction: ``entry_id`` is its stream id when accepted."""
+    """What happened to one transaction: ``entry_id`` is its stream id when accepted;
+    ``retry_after_ms`` says when a rate-limited client may try again."""
 
     outcome: Outcome
     entry_id: str | None = None
+    retry_after_ms: int = 0
 
 
 def idempotency_key(settings: Settings, txn_id: str) -> str:
@@ -141,15 +159,18 @@ class HandOff:
                 # SCRIPT EXISTS round trip on every execute.
                 pipe.evalsha(
                     _SHA,
-                    3,
+                    4,
                     idempotency_key(s, str(txn.txn_id)),
                     s.txn_stream,
                     activity_key(s, txn.user_id),
+                    bucket_key(s, txn.client_id),
                     f"{txn.client_id}|{fingerprint(txn)}",
                     s.idempotency_ttl_s,
                     transaction_encoder.encode(txn),
                     encode_member(txn),
                     s.activity_retention_s,
+                    s.rate_limit,
+                    s.rate_window_ms,
                 )
             replies: list[object] = await pipe.execute(raise_on_error=False)
         return replies
@@ -161,6 +182,8 @@ class HandOff:
                 return HandOffResult("duplicate")
             case b"conflict":
                 return HandOffResult("conflict")
+            case bytes() if reply.startswith(b"rate:"):
+                return HandOffResult("limited", retry_after_ms=int(reply[5:]))
             case bytes():
                 return HandOffResult("accepted", reply.decode())
             case ResponseError():

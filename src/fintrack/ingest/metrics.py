@@ -43,6 +43,7 @@ REASON_INVALID: Final = "invalid"  # valid JSON, but a field is wrong
 REASON_TOO_LARGE: Final = "too_large"  # body or batch over the limit
 REASON_CONFLICT: Final = "conflict"  # txn_id already used by another body or client
 REASON_UNAVAILABLE: Final = "unavailable"  # Redis could not take it
+REASON_RATE_LIMITED: Final = "rate_limited"  # the client's request budget is used up
 
 
 def rejected(reason: str, count: int = 1) -> None:

@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from fintrack.core.errors import ConflictError, FieldError, UnavailableError
+from fintrack.ingest.ratelimit import RateLimited
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +93,13 @@ def problem_for(exc: Exception) -> tuple[Problem, dict[str, str]]:
                 detail=f"the body is not valid JSON: {exc}",
                 errors=(issue,),
             ), {}
+        case RateLimited():
+            return Problem(
+                type=_TYPE + "rate-limited",
+                title="Too Many Requests",
+                status=429,
+                detail=str(exc),
+            ), {"Retry-After": exc.retry_after_s}
         case ConflictError():
             return Problem(
                 type=_TYPE + "txn-id-conflict",

@@ -21,16 +21,18 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from litestar.response import Stream
 from redis.exceptions import RedisError
 
+from fintrack.config import TEXT_CEILING
 from fintrack.core.errors import ConflictError, FieldError, UnavailableError
-from fintrack.core.models import Transaction, validate_request
+from fintrack.core.models import USER_ID_PATTERN, Transaction, validate_request
 from fintrack.ingest import metrics
-from fintrack.ingest.auth import client_id, require_client
+from fintrack.ingest.auth import client_id, limit_reads, require_client
 from fintrack.ingest.batch import BatchResult, handle_batch
 from fintrack.ingest.body import decode_items, decode_transaction
 from fintrack.ingest.export import NDJSON, ExportFilter, export_lines, parse_time
 from fintrack.ingest.handoff import HandOffResult, idempotency_key, idempotency_owner
-from fintrack.ingest.openapi import SECURITY, BatchOperation, SubmitOperation
+from fintrack.ingest.openapi import SECURITY
 from fintrack.ingest.problems import MalformedBody, problem_spec
+from fintrack.ingest.ratelimit import RateLimited
 from fintrack.ingest.state import Resources, resources_of
 from fintrack.ingest.views import Accepted, FinalStatus, TransactionView, fetch_one
 
@@ -42,6 +44,7 @@ _ERRORS: Final = {
     401: problem_spec("Missing or invalid API key."),
     413: problem_spec("Body (or batch) too large."),
     422: problem_spec("A field is invalid; `errors` names it."),
+    429: problem_spec("Rate limit of this API key exceeded; retry after `Retry-After` s."),
     503: problem_spec("Redis can't take the transaction; nothing was accepted. Retry-After."),
 }
 
@@ -82,6 +85,9 @@ def _counting_rejections() -> Iterator[None]:
     except UnavailableError:
         metrics.rejected(metrics.REASON_UNAVAILABLE)
         raise
+    except RateLimited:
+        metrics.rejected(metrics.REASON_RATE_LIMITED)
+        raise
 
 
 def _accepted(txn_id: str) -> Response[Accepted]:
@@ -102,7 +108,6 @@ class TransactionController(Controller):
     @post(
         "/",
         status_code=202,
-        operation_class=SubmitOperation,
         responses={
             202: ResponseSpec(
                 Accepted, description="Durably queued; `Location` names the transaction."
@@ -128,7 +133,7 @@ class TransactionController(Controller):
         res = resources_of(request)
         with _counting_rejections():
             txn = validate_request(
-                decode_transaction(await request.body()),
+                decode_transaction(await request.body(), res.limits),
                 client_id=client,
                 received_at_ms=_now_ms(),
                 defaults=res.defaults,
@@ -152,6 +157,8 @@ class TransactionController(Controller):
                 raise ConflictError(
                     f"txn_id {txn.txn_id} was already used with another body or by another client"
                 )
+            case "limited":
+                raise RateLimited(result.retry_after_ms)
             case "failed":
                 raise UnavailableError("Redis refused the transaction")
         return result
@@ -179,23 +186,31 @@ class TransactionController(Controller):
     @post(
         "/batch",
         status_code=200,
-        operation_class=BatchOperation,
         responses=_ERRORS,
         summary="Submit a batch of transactions",
         description="Up to FINTRACK_MAX_BATCH_ITEMS transactions in one request and one "
         "Redis round trip; one result per item, in order. Invalid items don't stop valid "
-        "ones; each carries its own problem in `error`.",
+        "ones; each carries its own problem in `error`. Each item counts against the "
+        "API key's rate limit; items over it get a 429 problem and the response a "
+        "`Retry-After` header.",
     )
     async def submit_batch(
         self, request: Request[Any, Any, Any], client: NamedDependency[str]
-    ) -> BatchResult:
+    ) -> Response[BatchResult]:
         res = resources_of(request)
         with _counting_rejections():
-            items = decode_items(await request.body(), res.settings.max_batch_items)
-        return await handle_batch(res, client, items, _now_ms())
+            items = decode_items(
+                await request.body(), res.settings.max_batch_items, res.limits.max_depth
+            )
+        result, retry_after_ms = await handle_batch(res, client, items, _now_ms())
+        headers = (
+            {"Retry-After": RateLimited(retry_after_ms).retry_after_s} if retry_after_ms else {}
+        )
+        return Response(result, headers=headers)
 
     @get(
         "/{txn_id:uuid}",
+        guards=[limit_reads],
         responses={
             404: problem_spec("Unknown transaction, or another client's."),
             **_ERRORS,
@@ -223,6 +238,7 @@ class TransactionController(Controller):
 
     @get(
         "/",
+        guards=[limit_reads],
         media_type=NDJSON,
         responses=_ERRORS,
         summary="Export transaction history",
@@ -237,9 +253,14 @@ class TransactionController(Controller):
         since: Annotated[str | None, QueryParameter(format="date-time")] = None,
         until: Annotated[str | None, QueryParameter(format="date-time")] = None,
         status: FromQuery[FinalStatus | None] = None,
-        user_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        user_id: Annotated[
+            str | None, QueryParameter(max_length=TEXT_CEILING, pattern=USER_ID_PATTERN)
+        ] = None,
     ) -> Stream:
         res = resources_of(request)
+        if user_id is not None and len(user_id) > res.settings.max_text_length:
+            # No user id that long can exist (FINTRACK_MAX_TEXT_LENGTH).
+            raise FieldError("user_id", f"must be at most {res.settings.max_text_length} long")
         wanted = ExportFilter(
             parse_time("since", since), parse_time("until", until), status, user_id
         )

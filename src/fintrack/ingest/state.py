@@ -12,6 +12,9 @@ from redis.asyncio import Redis
 from fintrack.config import Settings
 from fintrack.core.models import Defaults
 from fintrack.ingest.handoff import Coalescer, HandOff
+from fintrack.ingest.keyring import KeyRing
+from fintrack.ingest.limits import BodyLimits
+from fintrack.ingest.ratelimit import RateGate
 from fintrack.ingest.waiters import Waiters
 
 
@@ -26,6 +29,9 @@ class Resources:
     handoff: HandOff
     coalescer: Coalescer
     waiters: Waiters
+    keyring: KeyRing
+    rate_gate: RateGate
+    limits: BodyLimits
 
 
 def defaults_from(settings: Settings) -> Defaults:

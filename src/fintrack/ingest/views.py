@@ -52,6 +52,9 @@ FROM transactions t
 """
 
 _reasons = msgspec.json.Decoder(tuple[RuleHit, ...])
+# How long a read waits for a pooled connection: with PostgreSQL down, a quick 503 beats
+# holding the client for the pool's own (longer) timeout.
+CONNECT_TIMEOUT_S: Final = 2.0
 
 
 def iso(moment: datetime) -> str:
@@ -83,7 +86,7 @@ async def fetch_one(
     pool: AsyncConnectionPool[Any], client_id: str, txn_id: UUID
 ) -> TransactionView | None:
     """The decided transaction ``txn_id`` if ``client_id`` sent it, else None."""
-    async with pool.connection() as conn:
+    async with pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
         cur = await conn.execute(
             SELECT + " WHERE t.txn_id = %s AND t.client_id = %s", (txn_id, client_id)
         )

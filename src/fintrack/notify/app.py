@@ -11,21 +11,23 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import HTTPException
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
-from litestar.static_files import create_static_files_router
 from litestar.types import Message, Scope
 
 from fintrack.config import Settings
 from fintrack.core.db import open_pool
+from fintrack.core.httpedge import allowed_methods, guard_http
 from fintrack.core.streams import redis_client
+from fintrack.notify.assets import asset
 from fintrack.notify.frames import EventId
 from fintrack.notify.history import History
 from fintrack.notify.hub import Hub, stream_last_id
+from fintrack.notify.openapi import openapi_document
 from fintrack.notify.problems import http_problem, internal_problem
 from fintrack.notify.routes import (
-    STATIC_DIR,
     Notifier,
     events,
     health,
@@ -122,8 +124,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exclude=["^/events"],
         group_path=True,
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
+            openapi_document,
             events,
             index,
             login_page,
@@ -132,11 +135,37 @@ def create_app(settings: Settings | None = None) -> Litestar:
             health,
             ready,
             PrometheusController,
-            create_static_files_router(path="/static", directories=[STATIC_DIR]),
+            asset,
         ],
         lifespan=[_lifespan(settings)],
         middleware=[prometheus.middleware],
         before_send=[_security_headers],
         exception_handlers={HTTPException: http_problem, Exception: internal_problem},
-        openapi_config=None,
+        cors_config=cors_config(settings),
+        openapi_config=None,  # written out in notify/openapi.py, served by openapi_document
+    )
+    # Outside Litestar: oversized headers are refused before routing and authentication.
+    app.asgi_handler = guard_http(
+        app.asgi_handler,
+        max_header_bytes=settings.max_header_bytes,
+        headers=SECURITY_HEADERS,
+        allow=allowed_methods(app),
+    )
+    return app
+
+
+def cors_config(settings: Settings) -> CORSConfig | None:
+    """CORS for the configured origins (FINTRACK_CORS_ORIGINS); None (off) when empty.
+
+    Feed clients elsewhere authenticate with a bearer token; the session cookie is
+    SameSite=Strict and never sent cross-site, so credentials are not allowed."""
+    origins = settings.cors_origin_list
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=origins,
+        allow_methods=["GET"],
+        allow_headers=["Authorization", "Last-Event-ID"],
+        allow_credentials=False,
+        max_age=600,
     )

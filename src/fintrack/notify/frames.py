@@ -20,7 +20,8 @@ log = structlog.get_logger(__name__)
 
 EventId = tuple[int, int]
 
-_ID_TEXT = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+# ASCII digits only, and nothing after them (`$` would allow a final newline).
+_ID_TEXT = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})\Z")
 _MAX_PART = 2**64 - 1  # Redis stream id parts are unsigned 64-bit integers
 _SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITY_ORDER)}
 

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from fintrack.config import Settings
+from fintrack.core import audit
 from fintrack.core.auth import identify
 from fintrack.notify import metrics
 from fintrack.notify.feed import FeedOptions, feed_response
@@ -38,10 +39,6 @@ _PAGE_HEADERS: Final = {"Cache-Control": "no-store"}
 _READY_TIMEOUT_S: Final = 2.0
 _HUB_WAIT_S: Final = 5.0
 _MAX_FORM_BYTES: Final = 4_096
-
-_AUDIT = (
-    "INSERT INTO audit_log (actor, action, target, remote, outcome) VALUES (%s, %s, %s, %s, %s)"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +75,10 @@ def _verdict(request: Request[Any, Any, Any], notifier: Notifier) -> Verdict:
 
 async def _audit(notifier: Notifier, *, actor: str, action: str, remote: str, outcome: str) -> None:
     """Best effort: a refused login stays refused if PostgreSQL is down; the miss is logged."""
-    try:
-        async with notifier.pool.connection(timeout=2.0) as conn:
-            await conn.execute(_AUDIT, (actor[:64], action, "notifier", remote[:64], outcome))
-    except psycopg.Error as e:
-        log.error("audit row not written", action=action, outcome=outcome, error=str(e))
+    await audit.record(
+        notifier.pool, actor=actor, action=action, target="notifier", remote=remote,
+        outcome=outcome,
+    )  # fmt: skip
 
 
 async def _refused(request: Request[Any, Any, Any], notifier: Notifier, verdict: Verdict) -> None:
@@ -104,17 +100,20 @@ async def _refused(request: Request[Any, Any, Any], notifier: Notifier, verdict:
 
 
 def _last_event_id(request: Request[Any, Any, Any]) -> EventId | None:
-    raw = request.headers.get("last-event-id")
-    param = "Last-Event-ID"
-    if raw is None:
-        raw = request.query_params.get("last_event_id")
-        param = "last_event_id"
-    if raw is None or not raw.strip():
-        return None
-    try:
-        return parse_event_id(raw.strip())
-    except EventIdError as e:
-        raise ProblemError(400, "bad-last-event-id", str(e), param=param) from e
+    # The header wins over the query parameter, but both are checked: a malformed value is
+    # refused wherever it is (as the OpenAPI document says).
+    found = None
+    for param, raw in (
+        ("last_event_id", request.query_params.get("last_event_id")),
+        ("Last-Event-ID", request.headers.get("last-event-id")),
+    ):
+        if raw is None or not raw.strip():
+            continue
+        try:
+            found = parse_event_id(raw.strip())
+        except EventIdError as e:
+            raise ProblemError(400, "bad-last-event-id", str(e), param=param) from e
+    return found
 
 
 @get("/events")
