@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import structlog
+import structlog.tracebacks
 
 from fintrack.config import Settings
 
@@ -80,7 +81,10 @@ def configure_logging(settings: Settings) -> None:
         structlog.configure(
             processors=[
                 *shared,
-                structlog.processors.dict_tracebacks,
+                # Tracebacks without local variables: a frame's locals can hold a secret.
+                structlog.processors.ExceptionRenderer(
+                    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+                ),
                 structlog.processors.JSONRenderer(serializer=_serialize),
             ],
             wrapper_class=structlog.make_filtering_bound_logger(level),
