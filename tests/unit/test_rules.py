@@ -148,6 +148,15 @@ def test_velocity_amount_mentions_unpriced_entries() -> None:
     assert hit.reason.endswith("(2 without an exchange rate not counted)")
 
 
+def test_velocity_amount_says_when_it_is_a_lower_bound() -> None:
+    """A window summed over its newest entries only says its amount is at least that."""
+    hit = velocity_amount(
+        txn(), Facts((WindowStats(86400, 1500, Decimal("12500"), unsummed=500),)), ctx()
+    )
+    assert hit is not None
+    assert hit.reason.endswith("(at least: the 500 oldest not summed)")
+
+
 # ---- high_value -------------------------------------------------------------------------
 
 

@@ -141,3 +141,24 @@ def test_history_index_boundaries() -> None:
         act(NOW + 1, "8"),
     ]
     assert HistoryIndex(history, ONE_MINUTE).stats(NOW) == (WindowStats(60, 2, Decimal("6")),)
+
+
+def test_capped_index_sums_the_newest_and_reports_the_rest() -> None:
+    """With a sum cap, a fuller window sums its newest entries; the rest are unsummed."""
+    history = [act(NOW - i, str(i + 1)) for i in range(5)]  # amounts 1..5, newest is 1
+    (stats,) = HistoryIndex(history, ONE_MINUTE, sum_cap=3).stats(NOW)
+    assert stats == WindowStats(60, 5, Decimal("6"), unsummed=2)
+
+
+def test_capped_index_takes_exact_counts_for_what_it_lacks() -> None:
+    """Given the exact count, a capped read (newest entries only) reports it and the gap."""
+    newest = [act(NOW - i, "2") for i in range(3)]
+    (stats,) = HistoryIndex(newest, ONE_MINUTE, sum_cap=3).stats(NOW, [40])
+    assert stats == WindowStats(60, 40, Decimal("6"), unsummed=37)
+
+
+def test_index_under_its_cap_is_exact() -> None:
+    """A window within the cap gives the same figures as the direct scan."""
+    history = [act(NOW - i * 1000, "3") for i in range(4)]
+    capped = HistoryIndex(history, RuleSettings(), sum_cap=10)
+    assert capped.stats(NOW) == window_stats(history, NOW, RuleSettings())

@@ -8,6 +8,7 @@ the event stream entry id as the SSE ``id:``.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -64,6 +65,9 @@ class SecurityEvent(msgspec.Struct, frozen=True, kw_only=True):
     decided_at: str
 
 
+# A worker's batch shares one decision time and its arrivals share milliseconds: formatting
+# was a measurable share of the worker's CPU, and a hit costs a dictionary lookup.
+@functools.lru_cache(maxsize=4096)
 def iso_ms(epoch_ms: int) -> str:
     """Milliseconds since the epoch → ISO 8601 UTC with millisecond precision."""
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")

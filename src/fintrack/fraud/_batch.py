@@ -127,7 +127,9 @@ class BatchProcessor:
             # Read the ledgers for the windows of the settings in force; should the rules
             # file be reloaded while we wait (another batch's turn), read again.
             rules = self._engines.engine.settings
-            histories = await fetch_histories(self._scripts, self._settings, rules, batch)
+            histories = await fetch_histories(
+                self._scripts, self._redis, self._settings, rules, batch
+            )
             await self._engines.sync_blocklist(self._pool, histories.blocklist_version)
         engine = self._engines.engine
         ready: list[tuple[_Item, Transaction, Facts]] = []

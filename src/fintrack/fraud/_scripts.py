@@ -129,14 +129,33 @@ return removed
 
 
 # KEYS: the blocklist version key, then one activity ledger per user.
-# ARGV: the exclusive lower and the inclusive upper score, the same for every ledger.
-# Returns {version or nil, {member, score, ...} per ledger}. Read-only; one round trip and
-# one reply to parse instead of a pipeline of replies (measured: several times less CPU).
+# ARGV: the exclusive lower and the inclusive upper score (the same for every ledger), the
+#   batch's lowest score, the cap.
+# Per ledger, flat [member, score, ...]: every member scored in (lower, upper] when there
+# are at most `cap` of them; else (a busy user: "anonymous", an aggregator) those in
+# (lowest, upper] and the newest `cap` at or below the lowest, so that the reply stays
+# bounded however busy the user. The last element lists the positions (1-based, among the
+# ledgers) read that second way. Returns {version or nil, ledgers..., capped positions}.
+# Read-only; one round trip and one reply to parse instead of a pipeline of replies
+# (measured: several times less CPU).
 _READ_LEDGERS = """
 local out = {redis.call('GET', KEYS[1])}
+local lower, upper = '(' .. ARGV[1], ARGV[2]
+local lowest, cap = ARGV[3], tonumber(ARGV[4])
+local capped = {}
 for i = 2, #KEYS do
-  out[i] = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. ARGV[1], ARGV[2], 'WITHSCORES')
+  local members = redis.call('ZRANGEBYSCORE', KEYS[i], lower, upper, 'WITHSCORES',
+    'LIMIT', 0, cap + 1)
+  if #members > 2 * cap then
+    members = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. lowest, upper, 'WITHSCORES')
+    local older = redis.call('ZREVRANGEBYSCORE', KEYS[i], lowest, lower, 'WITHSCORES',
+      'LIMIT', 0, cap)
+    for _, value in ipairs(older) do members[#members + 1] = value end
+    capped[#capped + 1] = i - 1
+  end
+  out[i] = members
 end
+out[#KEYS + 1] = capped
 return out
 """
 
@@ -184,13 +203,15 @@ class Scripts:
         self._ledgers = redis.register_script(_READ_LEDGERS)
 
     async def read_ledgers(
-        self, version_key: str, keys: Sequence[str], lower: int, upper: int
-    ) -> tuple[bytes | None, list[list[bytes]]]:
-        """The value at ``version_key`` and, for each sorted set in ``keys``, the flat
-        ``[member, score, ...]`` list of its members scored in ``(lower, upper]``."""
-        reply = await self._ledgers(keys=[version_key, *keys], args=[lower, upper])
+        self, version_key: str, keys: Sequence[str], lower: int, upper: int, lowest: int, cap: int
+    ) -> tuple[bytes | None, list[list[bytes]], list[int]]:
+        """The value at ``version_key``; for each sorted set in ``keys`` the flat
+        ``[member, score, ...]`` list of its members scored in ``(lower, upper]``, or for
+        a set with more than ``cap`` of them, of those in ``(lowest, upper]`` and the
+        newest ``cap`` at or below ``lowest``; and the (0-based) indexes of those sets."""
+        reply = await self._ledgers(keys=[version_key, *keys], args=[lower, upper, lowest, cap])
         # A missing key is `false` in Lua: it holds its slot and comes back as None.
-        return reply[0], list(reply[1:])
+        return reply[0], list(reply[1:-1]), [int(i) - 1 for i in reply[-1]]
 
     async def publish_and_ack(
         self,

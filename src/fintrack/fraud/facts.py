@@ -17,13 +17,16 @@ class WindowStats(msgspec.Struct, frozen=True):
     ``count`` counts the user's transactions with an activity score in
     ``(score - window, score]``; ``amount`` is their total in the base currency, exact.
     ``unpriced`` counts those left out of ``amount`` because the settings have no rate for
-    their currency (they are still in ``count``).
+    their currency (they are still in ``count``). ``unsummed`` counts the oldest ones left
+    out of ``amount`` because the window held more than the worker sums per window
+    (``fraud.velocity.SUM_CAP``): ``amount`` is then a lower bound.
     """
 
     window_s: int
     count: int
     amount: Decimal
     unpriced: int = 0
+    unsummed: int = 0
 
 
 class Facts(msgspec.Struct, frozen=True):

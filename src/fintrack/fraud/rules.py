@@ -93,6 +93,8 @@ def velocity_amount(txn: Transaction, facts: Facts, ctx: RuleContext) -> RuleHit
             )
             if stats.unpriced:
                 reason += f" ({stats.unpriced} without an exchange rate not counted)"
+            if stats.unsummed:
+                reason += f" (at least: the {stats.unsummed} oldest not summed)"
             reasons.append(reason)
     if not reasons:
         return None

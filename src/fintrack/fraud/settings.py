@@ -169,6 +169,11 @@ def exact_sum(amounts: list[Decimal]) -> Decimal:
     return total
 
 
+def exact_add(a: Decimal, b: Decimal) -> Decimal:
+    """``a + b`` without rounding."""
+    return _EXACT.add(a, b)
+
+
 def exact_difference(a: Decimal, b: Decimal) -> Decimal:
     """``a - b`` without rounding."""
     return _EXACT.subtract(a, b)

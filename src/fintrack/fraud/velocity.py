@@ -10,10 +10,22 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Protocol
 
 from fintrack.core.activity import Activity, window_start
 from fintrack.fraud.facts import WindowStats
-from fintrack.fraud.settings import RuleSettings, exact_difference, exact_sum, to_base_or_none
+from fintrack.fraud.settings import (
+    RuleSettings,
+    exact_add,
+    exact_difference,
+    exact_sum,
+    to_base_or_none,
+)
+
+# The most ledger entries a window's amount sums (the newest; counts stay exact). A user
+# with more in a window is an account like "anonymous" or an aggregator: reading its whole
+# day of history for every batch would cost more than all the other users together.
+SUM_CAP = 1_000
 
 
 def window_stats(
@@ -44,43 +56,84 @@ def window_stats(
     return tuple(stats)
 
 
+class Priced(Protocol):
+    """What the velocity figures need of a ledger entry (``core.activity.Activity`` has it)."""
+
+    @property
+    def score(self) -> int: ...
+    @property
+    def amount(self) -> Decimal: ...
+    @property
+    def currency(self) -> str: ...
+
+
 class HistoryIndex:
     """One user's ledger, sorted once, answering ``window_stats`` for many scores.
 
     For a batch with many transactions of one busy user: each lookup is two binary
-    searches per window over prefix sums, instead of a pass over the whole history.
+    searches per window over prefix sums, instead of a pass over the whole history; each
+    entry's amount is converted to the base currency once.
+
+    ``sum_cap``: sum at most the newest ``sum_cap`` entries of a window (the rest are
+    reported as ``unsummed``). For a ledger read with that cap (``fraud._history``), pass
+    the windows' exact counts to ``stats``: the index then only holds the newest entries.
     """
 
-    __slots__ = ("_amounts", "_scores", "_settings", "_unpriced")
+    __slots__ = ("_amounts", "_cap", "_scores", "_unpriced", "_windows")
 
-    def __init__(self, history: Sequence[Activity], settings: RuleSettings) -> None:
-        ordered = sorted(history, key=lambda a: a.score)
-        self._settings = settings
+    def __init__(
+        self, history: Sequence[Priced], settings: RuleSettings, *, sum_cap: int | None = None
+    ) -> None:
+        ordered = sorted(history, key=_by_score) if len(history) > 1 else history
+        self._windows = [w.window_s for w in settings.velocity.windows]
+        self._cap = sum_cap
         self._scores = [a.score for a in ordered]
         # Prefix sums: entry i holds the totals of the first i activities.
-        self._amounts = [Decimal(0)]
-        self._unpriced = [0]
+        amounts = [Decimal(0)]
+        unpriced = [0]
+        total = amounts[0]
+        missing = 0
         for a in ordered:
             converted = to_base_or_none(a.amount, a.currency, settings)
-            total = self._amounts[-1]
-            self._amounts.append(total if converted is None else exact_sum([total, converted]))
-            self._unpriced.append(self._unpriced[-1] + (converted is None))
+            if converted is None:
+                missing += 1
+            else:
+                total = exact_add(total, converted)
+            amounts.append(total)
+            unpriced.append(missing)
+        self._amounts = amounts
+        self._unpriced = unpriced
 
-    def stats(self, score: int) -> tuple[WindowStats, ...]:
-        """The same figures as ``window_stats(history, score, settings)``."""
-        hi = bisect_right(self._scores, score)
+    def stats(self, score: int, counts: Sequence[int] | None = None) -> tuple[WindowStats, ...]:
+        """The same figures as ``window_stats(history, score, settings)`` (without a cap).
+
+        ``counts``: the exact count of each window (in the settings' order), when the
+        index may lack a window's oldest entries."""
+        scores = self._scores
+        amounts = self._amounts
+        unpriced = self._unpriced
+        cap = self._cap
+        hi = bisect_right(scores, score)
         result: list[WindowStats] = []
-        for window in self._settings.velocity.windows:
-            lo = bisect_right(self._scores, window_start(score, window.window_s))
+        for i, window_s in enumerate(self._windows):
+            first = bisect_right(scores, window_start(score, window_s))
+            count = hi - first if counts is None else counts[i]
+            if cap is not None and hi - first > cap:
+                first = hi - cap  # sum the newest only
             result.append(
                 WindowStats(
-                    window.window_s,
-                    hi - lo,
-                    exact_difference(self._amounts[hi], self._amounts[lo]),
-                    self._unpriced[hi] - self._unpriced[lo],
+                    window_s,
+                    count,
+                    exact_difference(amounts[hi], amounts[first]),
+                    unpriced[hi] - unpriced[first],
+                    max(count - (hi - first), 0),
                 )
             )
         return tuple(result)
+
+
+def _by_score(activity: Priced) -> int:
+    return activity.score
 
 
 def history_bounds(scores: Sequence[int], settings: RuleSettings) -> tuple[int, int]:

@@ -8,7 +8,9 @@ A batch (``fraud._batch``) takes four round trips whatever its size:
 
 1. decode: an entry whose payload is not a valid transaction is poison;
 2. facts: one read-only script returns the blocklist version and each user's activity
-   ledger (a pipeline of ZRANGEBYSCOREs does the same, at several times the client CPU);
+   ledger (a pipeline of ZRANGEBYSCOREs does the same, at several times the client CPU),
+   capped for very busy users, whose window counts then take one more round trip
+   (``fraud._history``);
 3. decide: the pure engine over the whole batch;
 4. commit all decisions to PostgreSQL in one statement, idempotent on ``txn_id``, then
    one Lua script per batch publishes each entry's events and acknowledges it, but only
@@ -79,7 +81,7 @@ from fintrack.fraud.store import PG_OUTAGE_ERRORS
 
 logger = structlog.get_logger(__name__)
 
-PIPELINE_DEPTH = 2  # batches in hand at once
+PIPELINE_DEPTH = 3  # batches in hand at once: one deciding while two wait on the servers
 STOP_GRACE_S = 10.0  # SIGTERM → exit, at most (the ECS stopTimeout must be larger)
 TRIM_INTERVAL_S = 1.0  # cheap: XINFO and a short script per stream
 IDLE_CONSUMER_MS = 3_600_000  # consumers unseen this long with nothing pending are deleted
