@@ -73,7 +73,7 @@ class Settings:
     insecure_open: bool = False  # no auth at all; only `run all` on loopback sets this
 
     # Worker.
-    worker_batch_size: int = 500
+    worker_batch_size: int = 1_000
     worker_block_ms: int = 1_000
     worker_claim_idle_ms: int = 30_000
     worker_max_attempts: int = 5
