@@ -1,0 +1,222 @@
+"""(4) End to end at fixed offered rates (open loop), measured from the scheduled send.
+
+Ours: api + one worker + one notifier. For each transaction the bench records when it
+was due, when the 202 came, and from one SSE client on the notifier when its ``decision``
+event arrived and that event's stream id (Redis clock at publish time, which the worker
+does only after the commit). PostgreSQL gives ``decided_at`` (stamped just before the
+commit) and ``received_at`` (the api's clock). So, per transaction:
+
+- submit → 202:               answered - due
+- submit → commit:            decided_at - due  (lower bound; the reference's is the same)
+- submit → commit published:  event id ms - due (upper bound of the commit, 1 ms grain)
+- submit → SSE:               SSE receipt - due
+
+Reference: its api + its one-at-a-time worker; no events, so only the first two.
+The first ``warmup`` seconds of each run are sent but not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+from typing import Any
+
+import psycopg
+import redis
+import uvloop
+
+from benchmarks._context import Context
+from benchmarks._http import SseClient, open_sse
+from benchmarks._openloop import OpenLoopResult, open_loop
+from benchmarks._procs import START_TIMEOUT_S, BenchError, Server, wait_for
+from benchmarks._report import Row, ScenarioResult
+from benchmarks._stats import summary_ms
+from benchmarks.reference.worker import CONSUMER as REFERENCE_CONSUMER
+from benchmarks.reference.worker import GROUP as REFERENCE_GROUP
+from fintrack.core.streams import TXN_GROUP
+
+NAME = "e2e"
+TARGET_RATE = 1_000
+TARGET_COMMIT_P99_MS = 20.0
+TARGET_SSE_P99_MS = 50.0
+SETTLE_S = 15.0  # after the last send, how long decisions may take to arrive
+
+
+def _warmup(ctx: Context) -> float:
+    return min(1.0, max(0.3, ctx.options.duration_s / 10))
+
+
+def _rows_by_txn(database_url: str) -> dict[str, tuple[float, float]]:
+    """txn_id → (received_at, decided_at) in epoch milliseconds (µs precision)."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT txn_id::text, extract(epoch FROM received_at) * 1000,"
+            " extract(epoch FROM decided_at) * 1000 FROM transactions"
+        ).fetchall()
+    return {r[0]: (float(r[1]), float(r[2])) for r in rows}
+
+
+def _wait_consumer(ctx: Context, stream: str, group: str, consumer: str) -> None:
+    """Wait until ``consumer`` has read from ``stream`` once: the worker is up and polling,
+    so its start-up is not counted as latency."""
+    client = redis.Redis.from_url(ctx.redis_url)
+
+    def registered() -> bool:
+        try:
+            consumers = client.xinfo_consumers(stream, group)
+        except redis.ResponseError:  # no stream or group yet
+            return False
+        return any(c["name"] == consumer.encode() for c in consumers)
+
+    try:
+        wait_for(registered, START_TIMEOUT_S, f"consumer {consumer} on {stream}")
+    finally:
+        client.close()
+
+
+def _count_rows(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM transactions").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _latencies(
+    rate: int,
+    load: OpenLoopResult,
+    db: dict[str, tuple[float, float]],
+    sse: dict[str, tuple[int, int]] | None,
+    skip_before_ns: int,
+) -> dict[str, Any]:
+    counted = [s for s in load.sent if s.due_ns >= skip_before_ns]
+    accepted = [s for s in counted if s.status == 202]
+    ack = [(s.answered_ns - s.due_ns) / 1e6 for s in counted]
+    commit, server = [], []
+    published, via_sse = [], []
+    for s in accepted:
+        row = db.get(s.txn_id)
+        commit.append(row[1] - s.due_ns / 1e6 if row else math.inf)
+        if row:
+            server.append(row[1] - row[0])
+        if sse is not None:
+            got = sse.get(s.txn_id)
+            published.append(got[1] - s.due_ns / 1e6 if got else math.inf)
+            via_sse.append((got[0] - s.due_ns) / 1e6 if got else math.inf)
+    # p99 per second of the run: shows warm-up effects and hiccups (GC, checkpoints).
+    by_second: dict[int, list[float]] = {}
+    for s, value in zip(accepted, commit, strict=True):
+        by_second.setdefault((s.due_ns - skip_before_ns) // 1_000_000_000, []).append(value)
+    out: dict[str, Any] = {
+        "sent": len(counted),
+        "accepted": len(accepted),
+        "decided": sum(1 for s in accepted if s.txn_id in db),
+        "decided_per_s": round(sum(1 for s in accepted if s.txn_id in db) * rate / len(counted), 1)
+        if counted
+        else 0.0,
+        "late_starts": load.late_starts,
+        "submit_to_202_ms": summary_ms(ack),
+        "submit_to_commit_ms": summary_ms(commit),
+        "received_to_decided_ms": summary_ms(server),
+        "submit_to_commit_p99_ms_by_second": [
+            summary_ms(v)["p99"] for _, v in sorted(by_second.items())
+        ],
+    }
+    if sse is not None:
+        out["submit_to_commit_published_ms"] = summary_ms(published)
+        out["submit_to_sse_ms"] = summary_ms(via_sse)
+        out["sse_received"] = sum(1 for s in accepted if s.txn_id in sse)
+    return out
+
+
+async def _drive_ours(ctx: Context, api: Server, notifier: Server, rate: int) -> dict[str, Any]:
+    seen: dict[str, tuple[int, int]] = {}  # txn_id → (SSE receipt ns, event id ms)
+
+    def on_frame(event_id: bytes, kind: bytes, data: bytes, now_ns: int) -> None:
+        if kind != b"decision":
+            return
+        at = data.find(b'"txn_id":"')
+        if at >= 0:
+            txn_id = data[at + 10 : at + 46].decode()
+            seen.setdefault(txn_id, (now_ns, int(event_id.split(b"-")[0])))
+
+    client: SseClient = await open_sse(notifier.port, on_frame=on_frame)
+    try:
+        warm = _warmup(ctx)
+        load = await open_loop(api.port, rate=rate, duration_s=ctx.options.duration_s + warm)
+        wanted = {s.txn_id for s in load.sent if s.status == 202}
+        deadline = time.monotonic() + SETTLE_S
+        while not wanted <= seen.keys() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        client.close()
+    return {"load": load, "sse": seen, "skip_before_ns": load.sent[0].due_ns + int(warm * 1e9)}
+
+
+async def _drive_reference(ctx: Context, api: Server, database_url: str, rate: int) -> Any:
+    warm = _warmup(ctx)
+    load = await open_loop(api.port, rate=rate, duration_s=ctx.options.duration_s + warm)
+    accepted = sum(1 for s in load.sent if s.status == 202)
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(_count_rows, database_url) >= accepted:
+            break
+        await asyncio.sleep(0.2)
+    return {"load": load, "skip_before_ns": load.sent[0].due_ns + int(warm * 1e9)}
+
+
+def _ours(ctx: Context, rate: int) -> dict[str, Any]:
+    with ctx.scope():
+        settings = ctx.settings(f"e2e-{rate}")
+        api = ctx.start_role("api", settings, f"e2e-{rate}-api")
+        ctx.start_role("worker", settings, f"e2e-{rate}-worker", "--consumer", "bench-e2e")
+        _wait_consumer(ctx, settings.txn_stream, TXN_GROUP, "bench-e2e")
+        notifier = ctx.start_role(
+            "notifier", dataclasses.replace(settings, http_workers=1), f"e2e-{rate}-notifier"
+        )
+        driven = uvloop.run(_drive_ours(ctx, api, notifier, rate))
+        db = _rows_by_txn(settings.database_url)
+    return _latencies(rate, driven["load"], db, driven["sse"], driven["skip_before_ns"])
+
+
+def _reference(ctx: Context, rate: int) -> dict[str, Any]:
+    with ctx.scope():
+        settings = ctx.settings(f"e2e-{rate}-ref")
+        api = ctx.start_reference_api(settings, f"e2e-{rate}-reference")
+        ctx.start_reference_worker(settings, f"e2e-{rate}-reference-worker")
+        _wait_consumer(ctx, settings.txn_stream, REFERENCE_GROUP, REFERENCE_CONSUMER)
+        driven = uvloop.run(_drive_reference(ctx, api, settings.database_url, rate))
+        db = _rows_by_txn(settings.database_url)
+    return _latencies(rate, driven["load"], db, None, driven["skip_before_ns"])
+
+
+def run(ctx: Context) -> ScenarioResult:
+    rows: list[Row] = []
+    detail: dict[str, Any] = {}
+    for rate in ctx.options.e2e_rates:
+        ours = _ours(ctx, rate)
+        ref = _reference(ctx, rate)
+        if ours["accepted"] == 0:
+            raise BenchError(f"no transaction accepted at {rate}/s")
+        detail[f"{rate}_per_s"] = {"ours": ours, "reference": ref}
+        at_target = rate == TARGET_RATE
+        commit_p99 = ours["submit_to_commit_published_ms"]["p99"]
+        sse_p99 = ours["submit_to_sse_ms"]["p99"]
+        rows += [
+            Row(NAME, f"{rate}/s offered: decided txn/s", "txn/s", ours["decided_per_s"],
+                ref["decided_per_s"]),
+            Row(NAME, f"{rate}/s submit->202 p99", "ms", ours["submit_to_202_ms"]["p99"],
+                ref["submit_to_202_ms"]["p99"], higher_is_better=False),
+            Row(NAME, f"{rate}/s submit->commit p50", "ms", ours["submit_to_commit_ms"]["p50"],
+                ref["submit_to_commit_ms"]["p50"], higher_is_better=False),
+            Row(NAME, f"{rate}/s submit->commit p99", "ms", ours["submit_to_commit_ms"]["p99"],
+                ref["submit_to_commit_ms"]["p99"], higher_is_better=False),
+            Row(NAME, f"{rate}/s submit->commit published p99", "ms", commit_p99,
+                None, f"<= {TARGET_COMMIT_P99_MS:g}" if at_target else "",
+                commit_p99 <= TARGET_COMMIT_P99_MS if at_target else None,
+                higher_is_better=False),
+            Row(NAME, f"{rate}/s submit->SSE p99", "ms", sse_p99, None,
+                f"<= {TARGET_SSE_P99_MS:g}" if at_target else "",
+                sse_p99 <= TARGET_SSE_P99_MS if at_target else None, higher_is_better=False),
+        ]  # fmt: skip
+    return ScenarioResult(NAME, rows, detail)
