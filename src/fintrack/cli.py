@@ -54,6 +54,10 @@ def run_api(host: Host = None, port: Port = None) -> None:
         port=settings.api_port,
         workers=settings.http_workers,
         kill_timeout_s=10,
+        # Concurrent connections per worker. Granian's default (backlog / workers, 2,048)
+        # leaves idle keep-alive connections beyond it unaccepted; a generous cap costs
+        # only memory for connections actually held.
+        backpressure=10_000,
     )
 
 
@@ -135,6 +139,7 @@ def _blocklist_call(action: str, network: str | None = None, reason: str = "") -
 
     from fintrack.core import blocklist
     from fintrack.core.db import open_pool
+    from fintrack.core.errors import FieldError
     from fintrack.core.streams import redis_client
 
     settings = _settings()
@@ -158,7 +163,7 @@ def _blocklist_call(action: str, network: str | None = None, reason: str = "") -
 
     try:
         return asyncio.run(call())
-    except (SettingsError, ValueError) as e:
+    except (SettingsError, FieldError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
 
