@@ -148,3 +148,19 @@ def test_postgresql_outage_is_waited_out(
     assert sum(event_counts(client, s).values()) >= len(txns)
     for w in workers:
         assert w.stop() == 0, w.log()
+
+
+def test_drain_that_leaves_a_failing_entry_pending_exits_non_zero(
+    settings: Settings, client: redis.Redis, start_role: StartRole
+) -> None:
+    """`run worker --drain` decides what it can, but a failed entry it leaves pending (to
+    be retried) makes it exit 1, never 0."""
+    s = dataclasses.replace(settings, worker_max_attempts=5, worker_heartbeat_file="")
+    enqueue_raw(client, s, {"txn": b"not json at all"})
+    good = usd_traffic(20, users=3, seed=2)
+    enqueue(client, s, good)
+    worker = start_role("worker", s, "--drain", "--consumer", "drainer")
+    assert worker.proc.wait(60) == 1, worker.log()
+    assert count_decided(s) == len(good)
+    assert pending(client, s, "drainer") == 1
+    assert "drain ended with entries pending" in worker.log()

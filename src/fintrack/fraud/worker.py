@@ -140,6 +140,7 @@ class Worker:
         self.drain = drain
         self.stopping = asyncio.Event()
         self._done = asyncio.Event()  # the read loop has ended: the archive task ends too
+        self.left_pending = 0  # after a drain: entries still pending for this consumer
         self._crash_after = crash_after_commits
         self._stop_deadline = float("inf")
         self._backoff = BACKOFF_START_S
@@ -241,6 +242,18 @@ class Worker:
             for task in (*in_hand, archiving):
                 task.cancel()  # only when we are cancelled ourselves (stop grace exceeded)
         await self._guarded("archive", self._archive_step)  # the last events published
+        if self.drain:
+            await self._guarded("pending check", self._count_left_pending)
+
+    async def _count_left_pending(self) -> None:
+        """A drain that leaves entries pending (they failed and will be retried) must not
+        look like a clean one: ``run`` turns this count into a non-zero exit."""
+        rows = await self._r.redis.xpending_range(
+            self.settings.txn_stream, TXN_GROUP, "-", "+", 100_000, consumername=self.consumer
+        )
+        self.left_pending = len(rows)
+        if rows:
+            logger.error("drain ended with entries pending", pending=self.left_pending)
 
     # ---- steps of the loop -------------------------------------------------------------
 
@@ -550,7 +563,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def run(settings: Settings, *, drain: bool = False) -> int:
     """Run a worker until SIGTERM/SIGINT (or, with ``drain``, until the stream is empty).
 
-    Returns the process exit code: 0 after a clean stop, 2 for a configuration error."""
+    Returns the process exit code: 0 after a clean stop, 1 when a drain left entries
+    pending (they failed; another run retries them), 2 for a configuration error."""
     worker = Worker(
         settings,
         consumer=consumer_name(settings),
@@ -562,4 +576,4 @@ def run(settings: Settings, *, drain: bool = False) -> int:
     except (SettingsError, RuleSettingsError) as e:
         logger.error("worker configuration error", error=str(e))
         return 2
-    return 0
+    return 1 if worker.left_pending else 0
