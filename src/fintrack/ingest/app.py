@@ -11,7 +11,6 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.plugins.prometheus import PrometheusConfig
 from redis.exceptions import RedisError
 
 from fintrack.config import Settings
@@ -23,7 +22,6 @@ from fintrack.ingest.handoff import SCRIPT, Coalescer, HandOff
 from fintrack.ingest.keyring import KeyRing
 from fintrack.ingest.keys import KeysController
 from fintrack.ingest.limits import limits_from
-from fintrack.ingest.metrics import PREFIX
 from fintrack.ingest.openapi import COMPONENTS, describe
 from fintrack.ingest.ops import MetricsController, health, ready
 from fintrack.ingest.problems import exception_handlers
@@ -83,13 +81,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings = Settings.from_env()
         configure_logging(settings)
     settings.require("redis_url", "database_url")
-    prometheus = PrometheusConfig(
-        app_name="fintrack-api",
-        prefix=PREFIX,
-        group_path=True,  # label by route template, never by raw path (cardinality)
-        exclude_unhandled_paths=True,
-        exclude=["/metrics"],
-    )
     app = Litestar(
         route_handlers=[
             TransactionController,
@@ -102,7 +93,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[_lifespan],
         state=State({"settings": settings}),
         exception_handlers=exception_handlers,
-        middleware=[prometheus.middleware],
         request_max_body_size=settings.max_body_bytes,
         cors_config=cors_config(settings),
         openapi_config=OpenAPIConfig(
@@ -115,7 +105,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
     )
     describe(app.openapi_schema, settings)
-    # Outside Litestar's middleware stack, so unrouted and refused requests get both too.
+    # Outside Litestar's middleware stack, so unrouted and refused requests get both too;
+    # it also records the request metrics (a middleware would cost more per request).
     app.asgi_handler = log_requests(
         guard_http(
             app.asgi_handler,

@@ -25,7 +25,7 @@ from fintrack.config import TEXT_CEILING
 from fintrack.core.errors import ConflictError, FieldError, UnavailableError
 from fintrack.core.models import USER_ID_PATTERN, Transaction, validate_request
 from fintrack.ingest import metrics
-from fintrack.ingest.auth import client_id, limit_reads, require_client
+from fintrack.ingest.auth import authenticated_client, client_id, limit_reads, require_client
 from fintrack.ingest.batch import BatchResult, handle_batch
 from fintrack.ingest.body import decode_items, decode_transaction
 from fintrack.ingest.export import NDJSON, ExportFilter, export_lines, parse_time
@@ -47,6 +47,11 @@ _ERRORS: Final = {
     429: problem_spec("Rate limit of this API key exceeded; retry after `Retry-After` s."),
     503: problem_spec("Redis can't take the transaction; nothing was accepted. Retry-After."),
 }
+
+
+# Reads: authenticated, then counted against the client's rate limit, before any parameter.
+_READ_GUARDS: Final = [require_client, limit_reads]
+_READ_CLIENT: Final = {"client": Provide(client_id, sync_to_thread=False)}
 
 
 def wait_preference(prefer: str | None, cap_ms: int) -> int:
@@ -100,8 +105,9 @@ class TransactionController(Controller):
     """Ingest for API clients; each client sees only its own transactions."""
 
     path = "/transactions"
-    guards = [require_client]  # noqa: RUF012 -- Litestar's declared attribute type
-    dependencies = {"client": Provide(client_id, sync_to_thread=False)}  # noqa: RUF012
+    # Submissions authenticate in this dependency (no guard: Litestar copies the handler
+    # for each guard call); reads, less hot, keep the guards and override it.
+    dependencies = {"client": Provide(authenticated_client)}  # noqa: RUF012
     security = SECURITY
     tags = ["transactions"]  # noqa: RUF012
 
@@ -210,7 +216,8 @@ class TransactionController(Controller):
 
     @get(
         "/{txn_id:uuid}",
-        guards=[limit_reads],
+        guards=_READ_GUARDS,
+        dependencies=_READ_CLIENT,
         responses={
             404: problem_spec("Unknown transaction, or another client's."),
             **_ERRORS,
@@ -238,7 +245,8 @@ class TransactionController(Controller):
 
     @get(
         "/",
-        guards=[limit_reads],
+        guards=_READ_GUARDS,
+        dependencies=_READ_CLIENT,
         media_type=NDJSON,
         responses=_ERRORS,
         summary="Export transaction history",
