@@ -300,6 +300,7 @@ def workers(settings: Settings, n: int, processes: int, database: str) -> Measur
     client = redis.Redis.from_url(settings.redis_url)
     pg_before = pg_backends(database)
     redis_before = redis_cpu(client)
+    spawned_at = time.perf_counter()
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "fintrack", "run", "worker", "--consumer", f"bench-{i}"],
@@ -325,6 +326,10 @@ def workers(settings: Settings, n: int, processes: int, database: str) -> Measur
                 break
             time.sleep(0.01)
         assert first is not None
+        if decided_at == first[0]:
+            # Everything was acked between two polls (a small count): time it from the
+            # start instead, start-up included, rather than dividing by zero.
+            first = (spawned_at, 0)
         m.rate = (n - first[1]) / (decided_at - first[0])
         m.archived_rate = (n - first[1]) / (now - first[0])
         m.pg_s = pg_used(pg_before, pg_backends(database))  # before the workers disconnect
