@@ -86,6 +86,7 @@ def _lifespan(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextMa
             max_clients=settings.sse_max_clients,
             client_buffer=settings.sse_client_buffer,
             block_ms=_READER_BLOCK_MS,
+            heartbeat_s=settings.sse_heartbeat_s,
         )
         hub.start()
         app.state.notifier = Notifier(

@@ -87,36 +87,38 @@ async def event_stream(
     after: EventId | None,
     options: FeedOptions,
 ) -> AsyncGenerator[bytes]:
-    """The bytes of one feed response: retry hint, history, then live frames and pings."""
-    # Up to 10% longer, so clients that connected together don't all reconnect together.
-    deadline = time.monotonic() + options.lifetime_s * random.uniform(1.0, 1.1)
+    """The bytes of one feed response: retry hint, history, then live frames and pings.
+
+    It ends when ``sub`` closes: at the end of its lifetime (see ``feed_response``), on
+    shutdown or overflow.
+    """
     cursor = _Cursor(after if after is not None else sub.start)
     sent = 0
     reason = "disconnected"
     try:
         yield _retry_frame(options.retry_ms)
         if after is not None and after < sub.start:
-            replay = _replay(history, sub, wanted, cursor, deadline, options.heartbeat_s)
+            replay = _replay(history, sub, wanted, cursor, options.heartbeat_s)
             async with contextlib.aclosing(replay) as chunks:
                 async for chunk, count in chunks:
                     sent += count
                     yield chunk
-        while not sub.closed.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+        while True:
+            await sub.wait()
+            if sub.closed.is_set():
                 break
-            if not await sub.wait(min(options.heartbeat_s, remaining)):
-                if not sub.closed.is_set() and time.monotonic() < deadline:
-                    yield PING
+            frames = sub.drain()
+            if not frames:
+                yield PING  # woken with nothing buffered: a heartbeat is due
                 continue
             out = bytearray()
-            count = cursor.take(sub.drain(), wanted, out)
+            count = cursor.take(frames, wanted, out)
             cursor.catch_up(out)
             if out:
                 sent += count
                 metrics.EVENTS_SENT.inc(count)
                 yield bytes(out)
-        reason = sub.reason if sub.closed.is_set() else "lifetime"
+        reason = sub.reason
     except (RedisError, OSError, psycopg.Error) as e:
         # The headers are out: end the stream; the client retries and resumes from its id.
         reason = "history-error"
@@ -140,7 +142,6 @@ async def _replay(
     sub: Subscription,
     wanted: EventFilter,
     cursor: _Cursor,
-    deadline: float,
     flush_s: float,
 ) -> AsyncGenerator[tuple[bytes, int]]:
     """History up to the subscription's start, as (chunk, events in it) pairs.
@@ -163,7 +164,7 @@ async def _replay(
             out.clear()
             count = 0
             flushed = now
-            if sub.closed.is_set() or now >= deadline:
+            if sub.closed.is_set():  # lifetime, shutdown or overflow
                 break
     cursor.catch_up(out)
     if out:
@@ -234,5 +235,6 @@ def feed_response(
     options: FeedOptions,
 ) -> FeedResponse:
     """Subscribe now (raises ``TooManyClients``) and build the response that streams."""
-    sub = hub.subscribe()
+    # Up to 10% longer, so clients that connected together don't all reconnect together.
+    sub = hub.subscribe(options.lifetime_s * random.uniform(1.0, 1.1))
     return FeedResponse(hub, sub, event_stream(sub, history, wanted, after, options))

@@ -40,6 +40,8 @@ StartPosition = Callable[[], Awaitable[EventId]]
 _MAX_READ_COUNT = 500
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
+# The hub ticks twice per heartbeat interval; see ``Subscription.tick``.
+_TICKS_PER_HEARTBEAT = 2
 
 
 _XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
@@ -50,15 +52,33 @@ class Subscription:
 
     Every frame with an id greater than ``start`` reaches the buffer (unless the
     subscription is closed first); older ones are the client's history to replay.
+
+    Waking the client is cheap on purpose: a waiting client parks on one bare future that
+    the hub resolves when frames arrive, a heartbeat is due or the subscription closes.
+    There is no timer per wait: heartbeats come from the hub's one ticker, the lifetime
+    from one timer handle per subscription, set once.
     """
 
-    __slots__ = ("_frames", "_limit", "_wakeup", "closed", "reason", "start")
+    __slots__ = (
+        "_beat",
+        "_expiry",
+        "_frames",
+        "_idle_ticks",
+        "_limit",
+        "_waiter",
+        "closed",
+        "reason",
+        "start",
+    )
 
     def __init__(self, start: EventId, limit: int) -> None:
         self.start = start
         self._limit = limit
         self._frames: deque[Frame] = deque()
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        self._beat = False
+        self._idle_ticks = 0
+        self._expiry: asyncio.TimerHandle | None = None
         self.closed = asyncio.Event()
         self.reason = ""
 
@@ -67,28 +87,56 @@ class Subscription:
         if len(self._frames) + len(frames) > self._limit:
             return False
         self._frames.extend(frames)
-        self._wakeup.set()
+        self._idle_ticks = 0
+        self._wake()
         return True
+
+    def tick(self) -> None:
+        """One hub tick (half a heartbeat interval) passed: after two without frames, a
+        heartbeat is due. So a quiet client hears from us every heartbeat interval, and
+        never sooner than half of one after its last frames."""
+        self._idle_ticks += 1
+        if self._idle_ticks >= _TICKS_PER_HEARTBEAT:
+            self._idle_ticks = 0
+            self._beat = True
+            self._wake()
 
     def close(self, reason: str) -> None:
         if not self.closed.is_set():
             self.reason = reason
             self.closed.set()
-            self._wakeup.set()
+            self._wake()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
-    async def wait(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for frames or close; True if frames are buffered."""
-        if not self._frames and not self.closed.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await self._wakeup.wait()
-        self._wakeup.clear()
-        return bool(self._frames)
+    def expire_after(self, seconds: float, on_expiry: Callable[[Subscription], None]) -> None:
+        """Call ``on_expiry(self)`` in ``seconds`` unless the subscription closes first."""
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_at(loop.time() + seconds, on_expiry, self)
+
+    async def wait(self) -> None:
+        """Return once frames are buffered, a heartbeat is due, or the subscription closed."""
+        if self._frames or self._beat or self.closed.is_set():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
 
     def drain(self) -> list[Frame]:
+        """Take the buffered frames (they count as the heartbeat, if one was due)."""
         frames = list(self._frames)
         self._frames.clear()
+        self._beat = False
         return frames
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class TooManyClients(Exception):
@@ -107,6 +155,7 @@ class Hub:
         max_clients: int,
         client_buffer: int,
         block_ms: int = 2_000,
+        heartbeat_s: float = 15.0,
     ) -> None:
         self._redis = redis
         self._stream = stream
@@ -114,11 +163,13 @@ class Hub:
         self._max_clients = max_clients
         self._client_buffer = client_buffer
         self._block_ms = block_ms
+        self._tick_s = heartbeat_s / _TICKS_PER_HEARTBEAT
         self._read_count = max(1, min(_MAX_READ_COUNT, client_buffer // 4))
         self._subscribers: set[Subscription] = set()
         self._position: EventId | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._draining = False
 
     @property
@@ -138,6 +189,7 @@ class Hub:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="notify-hub-reader")
         self._task.add_done_callback(_reader_stopped)
+        self._ticker = asyncio.create_task(self._tick(), name="notify-hub-ticker")
 
     def drain(self) -> None:
         """Shutting down: end every feed (clients reconnect elsewhere) and refuse new ones."""
@@ -148,11 +200,12 @@ class Hub:
     async def stop(self) -> None:
         """Close every subscription (their streams end cleanly), then stop the reader."""
         self.drain()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._ticker = None
 
     async def wait_ready(self, seconds: float) -> bool:
         """True once the reader knows where the stream stands (False after ``seconds``)."""
@@ -161,8 +214,9 @@ class Hub:
                 await self._ready.wait()
         return self._ready.is_set()
 
-    def subscribe(self) -> Subscription:
-        """A new subscription starting at the current position.
+    def subscribe(self, lifetime_s: float | None = None) -> Subscription:
+        """A new subscription starting at the current position, closed with reason
+        ``lifetime`` after ``lifetime_s`` seconds (if given).
 
         Synchronous on purpose: no frame can be dispatched between reading the position and
         joining the subscribers, so the client's history ends exactly where its live feed
@@ -174,6 +228,8 @@ class Hub:
             metrics.CLIENTS_REJECTED.inc()
             raise TooManyClients
         sub = Subscription(self._position, self._client_buffer)
+        if lifetime_s is not None:
+            sub.expire_after(lifetime_s, self._expire)
         self._subscribers.add(sub)
         metrics.CLIENTS.set(len(self._subscribers))
         return sub
@@ -182,6 +238,19 @@ class Hub:
         sub.close("gone")
         self._subscribers.discard(sub)
         metrics.CLIENTS.set(len(self._subscribers))
+
+    def _expire(self, sub: Subscription) -> None:
+        # Out of the fan-out at once: a closed feed must not fill up and count as overflow.
+        self._subscribers.discard(sub)
+        sub.close("lifetime")
+        metrics.CLIENTS.set(len(self._subscribers))
+
+    async def _tick(self) -> None:
+        # One timer for every client's heartbeat, instead of a timeout per client per wait.
+        while True:
+            await asyncio.sleep(self._tick_s)
+            for sub in self._subscribers:
+                sub.tick()
 
     def _dispatch(self, frames: list[Frame], position: EventId) -> None:
         self._position = position
