@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -134,29 +135,22 @@ def hash_secret_command(
     typer.echo(f"{name}={hash_secret(secret)}")
 
 
-def _blocklist_call(action: str, network: str | None = None, reason: str = "") -> object:
+def _with_stores[T](work: Callable[[Any, Any, Settings], Awaitable[T]]) -> T:
+    """Run ``work(pool, redis, settings)`` with a one-connection pool and a Redis client,
+    closed afterwards; a bad setting or argument exits 2 with its message."""
     import asyncio
 
-    from fintrack.core import blocklist
     from fintrack.core.db import open_pool
     from fintrack.core.errors import FieldError
     from fintrack.core.streams import redis_client
 
     settings = _settings()
 
-    async def call() -> object:
+    async def call() -> T:
         pool = await open_pool(settings, max_size=1)
         redis = redis_client(settings)
         try:
-            if action == "add":
-                assert network is not None
-                return await blocklist.add(
-                    pool, redis, settings, network, reason=reason, actor="cli"
-                )
-            if action == "remove":
-                assert network is not None
-                return await blocklist.remove(pool, redis, settings, network)
-            return await blocklist.load(pool)
+            return await work(pool, redis, settings)
         finally:
             await redis.aclose()
             await pool.close()
@@ -166,6 +160,21 @@ def _blocklist_call(action: str, network: str | None = None, reason: str = "") -
     except (SettingsError, FieldError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+
+
+def _blocklist_call(action: str, network: str | None = None, reason: str = "") -> object:
+    from fintrack.core import blocklist
+
+    async def work(pool: Any, redis: Any, settings: Settings) -> object:
+        if action == "add":
+            assert network is not None
+            return await blocklist.add(pool, redis, settings, network, reason=reason, actor="cli")
+        if action == "remove":
+            assert network is not None
+            return await blocklist.remove(pool, redis, settings, network)
+        return await blocklist.load(pool)
+
+    return _with_stores(work)
 
 
 @blocklist_app.command("add")
@@ -203,43 +212,26 @@ _KEY_ACTIONS = {"add": "keys.create", "revoke": "keys.revoke", "list": "keys.lis
 
 
 def _keys_call(action: str, argument: str = "") -> object:
-    import asyncio
-
     from fintrack.core import apikeys, audit
-    from fintrack.core.db import open_pool
-    from fintrack.core.errors import FieldError
-    from fintrack.core.streams import redis_client
 
-    settings = _settings()
+    async def work(pool: Any, redis: Any, settings: Settings) -> object:
+        result: object
+        if action == "add":
+            result = await apikeys.create(pool, redis, settings, argument, actor="cli")
+            target = f"{result.id} {argument}"
+        elif action == "revoke":
+            result = await apikeys.revoke(pool, redis, settings, argument)
+            target = argument if result is None else f"{argument} {result.name}"
+        else:
+            result, target = await apikeys.list_keys(pool), ""
+        outcome = "not_found" if result is None else "ok"
+        await audit.record(
+            pool, actor="cli", action=_KEY_ACTIONS[action], target=target, remote="local",
+            outcome=outcome,
+        )  # fmt: skip
+        return result
 
-    async def call() -> object:
-        pool = await open_pool(settings, max_size=1)
-        redis = redis_client(settings)
-        try:
-            result: object
-            if action == "add":
-                result = await apikeys.create(pool, redis, settings, argument, actor="cli")
-                target = f"{result.id} {argument}"
-            elif action == "revoke":
-                result = await apikeys.revoke(pool, redis, settings, argument)
-                target = argument if result is None else f"{argument} {result.name}"
-            else:
-                result, target = await apikeys.list_keys(pool), ""
-            outcome = "not_found" if result is None else "ok"
-            await audit.record(
-                pool, actor="cli", action=_KEY_ACTIONS[action], target=target, remote="local",
-                outcome=outcome,
-            )  # fmt: skip
-            return result
-        finally:
-            await redis.aclose()
-            await pool.close()
-
-    try:
-        return asyncio.run(call())
-    except (SettingsError, FieldError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    return _with_stores(work)
 
 
 @keys_app.command("add")

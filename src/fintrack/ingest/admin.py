@@ -17,7 +17,7 @@ from fintrack.ingest import audit
 from fintrack.ingest.auth import admin_name, require_admin
 from fintrack.ingest.openapi import SECURITY
 from fintrack.ingest.problems import problem_spec
-from fintrack.ingest.state import Resources, resources_of
+from fintrack.ingest.state import resources_of
 
 _ERRORS = {401: problem_spec("Missing or invalid admin token (an API key is not enough).")}
 _BODY_ERRORS = {
@@ -41,20 +41,6 @@ class Blocked(msgspec.Struct, frozen=True):
     reason: str
 
 
-async def _audit(
-    request: Request[Any, Any, Any], res: Resources, admin: str, action: str, target: str,
-    outcome: str,
-) -> None:  # fmt: skip
-    await audit.record(
-        res.pool,
-        actor=admin,
-        action=action,
-        target=target,
-        remote=audit.remote_addr(request),
-        outcome=outcome,
-    )
-
-
 class BlocklistController(Controller):
     """Blocklist management for admins (an API key is not enough)."""
 
@@ -70,7 +56,7 @@ class BlocklistController(Controller):
     ) -> list[BlockedNetwork]:
         res = resources_of(request)
         entries = await blocklist.load(res.pool)
-        await _audit(request, res, admin, "blocklist.list", "", "ok")
+        await audit.admin_action(request, res, admin, "blocklist.list", "", "ok")
         return entries
 
     @post(
@@ -88,9 +74,9 @@ class BlocklistController(Controller):
                 res.pool, res.redis, res.settings, data.network, reason=data.reason, actor=admin
             )
         except FieldError:
-            await _audit(request, res, admin, "blocklist.add", data.network, "invalid")
+            await audit.admin_action(request, res, admin, "blocklist.add", data.network, "invalid")
             raise
-        await _audit(request, res, admin, "blocklist.add", network, "ok")
+        await audit.admin_action(request, res, admin, "blocklist.add", network, "ok")
         return Blocked(network, data.reason[:200])
 
     @delete(
@@ -111,9 +97,9 @@ class BlocklistController(Controller):
         try:
             removed = await blocklist.remove(res.pool, res.redis, res.settings, target)
         except FieldError:
-            await _audit(request, res, admin, "blocklist.remove", target, "invalid")
+            await audit.admin_action(request, res, admin, "blocklist.remove", target, "invalid")
             raise
-        await _audit(
+        await audit.admin_action(
             request, res, admin, "blocklist.remove", target, "ok" if removed else "not_found"
         )
         if not removed:

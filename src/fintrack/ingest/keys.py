@@ -22,7 +22,7 @@ from fintrack.ingest import audit
 from fintrack.ingest.auth import admin_name, require_admin
 from fintrack.ingest.openapi import SECURITY
 from fintrack.ingest.problems import problem_spec
-from fintrack.ingest.state import Resources, resources_of
+from fintrack.ingest.state import resources_of
 
 _ERRORS = {401: problem_spec("Missing or invalid admin token (an API key is not enough).")}
 _BODY_ERRORS = {
@@ -44,20 +44,6 @@ class KeyList(msgspec.Struct, frozen=True):
     issued: list[ApiKey]
 
 
-async def _audit(
-    request: Request[Any, Any, Any], res: Resources, admin: str, action: str, target: str,
-    outcome: str,
-) -> None:  # fmt: skip
-    await audit.record(
-        res.pool,
-        actor=admin,
-        action=action,
-        target=target,
-        remote=audit.remote_addr(request),
-        outcome=outcome,
-    )
-
-
 class KeysController(Controller):
     """API key management for admins (an API key is not enough)."""
 
@@ -73,7 +59,7 @@ class KeysController(Controller):
     ) -> KeyList:
         res = resources_of(request)
         issued = await apikeys.list_keys(res.pool)
-        await _audit(request, res, admin, "keys.list", "", "ok")
+        await audit.admin_action(request, res, admin, "keys.list", "", "ok")
         return KeyList(sorted(set(res.settings.api_key_hashes.values())), issued)
 
     @post(
@@ -90,7 +76,9 @@ class KeysController(Controller):
         res = resources_of(request)
         issued = await apikeys.create(res.pool, res.redis, res.settings, data.name, actor=admin)
         await res.keyring.refresh(force=True)
-        await _audit(request, res, admin, "keys.create", f"{issued.id} {issued.name}", "ok")
+        await audit.admin_action(
+            request, res, admin, "keys.create", f"{issued.id} {issued.name}", "ok"
+        )
         return Response(issued, status_code=201, headers={"Cache-Control": "no-store"})
 
     @delete(
@@ -106,7 +94,9 @@ class KeysController(Controller):
         res = resources_of(request)
         revoked = await apikeys.revoke(res.pool, res.redis, res.settings, str(key_id))
         if revoked is None:
-            await _audit(request, res, admin, "keys.revoke", str(key_id), "not_found")
+            await audit.admin_action(request, res, admin, "keys.revoke", str(key_id), "not_found")
             raise NotFoundException(f"no active key {key_id}")
         await res.keyring.refresh(force=True)
-        await _audit(request, res, admin, "keys.revoke", f"{key_id} {revoked.name}", "ok")
+        await audit.admin_action(
+            request, res, admin, "keys.revoke", f"{key_id} {revoked.name}", "ok"
+        )
