@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import redis
 from psycopg import sql
 from redis.asyncio import Redis
 
@@ -164,6 +165,16 @@ async def redis_client(settings: Settings) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def redis_sync(settings: Settings) -> Iterator[redis.Redis]:
+    """A synchronous client on this test's Redis, for setting up and inspecting state."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def free_port() -> int:

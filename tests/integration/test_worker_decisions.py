@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -26,22 +26,13 @@ StartRole = Callable[..., RoleProcess]
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(settings.redis_url)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
 def wsettings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     heartbeat = tmp_path_factory.mktemp("hb") / "worker.heartbeat"
     return dataclasses.replace(settings, worker_heartbeat_file=str(heartbeat))
 
 
 def test_seed_examples_get_their_decisions(
-    wsettings: Settings, client: redis.Redis, start_role: StartRole
+    wsettings: Settings, redis_sync: redis.Redis, start_role: StartRole
 ) -> None:
     """The seed's examples are FLAGGED or BLOCKED with reasons; an ordinary txn is APPROVED."""
     seed = make_txn(
@@ -52,7 +43,7 @@ def test_seed_examples_get_their_decisions(
     )
     curl = make_txn(user_id="anonymous", amount="200000.00", source_ip="12.34.56.78")
     small = make_txn(user_id="user_9", amount="250.00")
-    enqueue(client, wsettings, [seed, curl, small])
+    enqueue(redis_sync, wsettings, [seed, curl, small])
 
     worker = start_role("worker", wsettings, "--drain")
     assert worker.proc.wait(60) == 0, worker.log()
@@ -66,19 +57,19 @@ def test_seed_examples_get_their_decisions(
     assert "INR 200,000.00" in hits[str(curl.txn_id)]["high_value"]
     assert rows[str(small.txn_id)].status == "APPROVED"
     assert str(small.txn_id) not in hits
-    assert_published_once(client, wsettings, rows)
+    assert_published_once(redis_sync, wsettings, rows)
 
 
 def test_events_are_archived_with_their_stream_ids(
-    wsettings: Settings, client: redis.Redis, start_role: StartRole
+    wsettings: Settings, redis_sync: redis.Redis, start_role: StartRole
 ) -> None:
     """Every published event lands in security_events under its stream id, data verbatim."""
     txns = [make_txn(user_id=f"u{i % 3}", amount=f"{50_000 * (i % 4) + 10}.00") for i in range(40)]
-    enqueue(client, wsettings, txns)
+    enqueue(redis_sync, wsettings, txns)
     worker = start_role("worker", wsettings, "--drain")
     assert worker.proc.wait(60) == 0, worker.log()
 
-    published = events(client, wsettings)
+    published = events(redis_sync, wsettings)
     assert len(published) >= len(txns)
     with psycopg.connect(wsettings.database_url) as conn:
         archived = {
@@ -103,11 +94,11 @@ def test_events_are_archived_with_their_stream_ids(
 
 
 def test_blocklist_change_is_seen_within_five_seconds(
-    wsettings: Settings, client: redis.Redis, start_role: StartRole
+    wsettings: Settings, redis_sync: redis.Redis, start_role: StartRole
 ) -> None:
     """A network added with core.blocklist.add blocks the next transaction from it."""
     before = make_txn(user_id="b1", source_ip="203.0.113.7")
-    enqueue(client, wsettings, [before])
+    enqueue(redis_sync, wsettings, [before])
     start_role("worker", wsettings, "--consumer", "bl-1")
     wait_until(lambda: count_decided(wsettings) == 1, 30, "first decision")
     assert decided(wsettings)[str(before.txn_id)].status == "APPROVED"
@@ -124,7 +115,7 @@ def test_blocklist_change_is_seen_within_five_seconds(
     asyncio.run(add())
     added_at = time.monotonic()
     after = make_txn(user_id="b2", source_ip="203.0.113.9")
-    enqueue(client, wsettings, [after])
+    enqueue(redis_sync, wsettings, [after])
     wait_until(lambda: count_decided(wsettings) == 2, 5, "decision after the blocklist change")
     assert time.monotonic() - added_at < 5
     row = decided(wsettings)[str(after.txn_id)]
@@ -133,21 +124,21 @@ def test_blocklist_change_is_seen_within_five_seconds(
 
 
 def test_trimming_never_drops_unacked_entries(
-    settings: Settings, client: redis.Redis, start_role: StartRole
+    settings: Settings, redis_sync: redis.Redis, start_role: StartRole
 ) -> None:
     """Streams are trimmed to about the retention, but never past an entry still pending."""
     s = dataclasses.replace(settings, stream_retention=20, worker_claim_idle_ms=600_000)
     asyncio.run(_create_group(s))
     # A consumer takes the first entry and never acks it (nobody reclaims within 10 min).
-    (first_id,) = enqueue(client, s, [make_txn(user_id="ghost")])
-    client.xreadgroup(TXN_GROUP, "ghost", {s.txn_stream: ">"}, count=1)
+    (first_id,) = enqueue(redis_sync, s, [make_txn(user_id="ghost")])
+    redis_sync.xreadgroup(TXN_GROUP, "ghost", {s.txn_stream: ">"}, count=1)
     start_role("worker", s, "--consumer", "trimmer-1")
     sent = [1]
 
     def trickle(done: Callable[[], bool]) -> Callable[[], bool]:
         # Trimming keeps pace with traffic (see fraud/_trim.py): keep a little flowing.
         def check() -> bool:
-            enqueue(client, s, [make_txn(user_id=f"u{sent[0] % 7}")])
+            enqueue(redis_sync, s, [make_txn(user_id=f"u{sent[0] % 7}")])
             sent[0] += 1
             return done()
 
@@ -156,19 +147,19 @@ def test_trimming_never_drops_unacked_entries(
     # Every event is archived and acked: the events stream shrinks towards the retention,
     # while the ghost's pending entry holds the transactions stream whole.
     wait_until(
-        trickle(lambda: client.xlen(s.event_stream) < 100 and sent[0] > 150),
+        trickle(lambda: redis_sync.xlen(s.event_stream) < 100 and sent[0] > 150),
         30,
         "events stream trimmed",
     )
-    assert client.xlen(s.txn_stream) == sent[0]
-    assert client.xrange(s.txn_stream, count=1)[0][0].decode() == first_id
+    assert redis_sync.xlen(s.txn_stream) == sent[0]
+    assert redis_sync.xrange(s.txn_stream, count=1)[0][0].decode() == first_id
 
-    client.xack(s.txn_stream, TXN_GROUP, first_id)
-    wait_until(trickle(lambda: client.xlen(s.txn_stream) < 100), 30, "txns stream trimmed")
+    redis_sync.xack(s.txn_stream, TXN_GROUP, first_id)
+    wait_until(trickle(lambda: redis_sync.xlen(s.txn_stream) < 100), 30, "txns stream trimmed")
     total = sent[0]
     wait_until(lambda: count_decided(s) == total - 1, 30, "every transaction decided")
-    wait_until(lambda: client.xpending(s.txn_stream, TXN_GROUP)["pending"] == 0, 10, "acks")
-    assert client.xlen(s.txn_stream) >= s.stream_retention
+    wait_until(lambda: redis_sync.xpending(s.txn_stream, TXN_GROUP)["pending"] == 0, 10, "acks")
+    assert redis_sync.xlen(s.txn_stream) >= s.stream_retention
 
 
 async def _create_group(s: Settings) -> None:
@@ -180,24 +171,24 @@ async def _create_group(s: Settings) -> None:
 
 
 def test_lost_stream_is_recreated_and_work_goes_on(
-    wsettings: Settings, client: redis.Redis, start_role: StartRole
+    wsettings: Settings, redis_sync: redis.Redis, start_role: StartRole
 ) -> None:
     """If Redis loses the stream and its group (NOGROUP), the worker recreates them once,
     raises an alert in its log, and keeps deciding new transactions."""
     worker = start_role("worker", wsettings, "--consumer", "ng-1")
-    enqueue(client, wsettings, [make_txn(user_id="n1")])
+    enqueue(redis_sync, wsettings, [make_txn(user_id="n1")])
     wait_until(lambda: count_decided(wsettings) == 1, 30, "first decision")
-    client.delete(wsettings.txn_stream)  # what a restart without persistence looks like
+    redis_sync.delete(wsettings.txn_stream)  # what a restart without persistence looks like
     wait_until(lambda: "consumer group missing" in worker.log(), 15, "the NOGROUP alert")
     later = make_txn(user_id="n2")
-    enqueue(client, wsettings, [later])
+    enqueue(redis_sync, wsettings, [later])
     wait_until(lambda: count_decided(wsettings) == 2, 30, "decision after the recreation")
     assert worker.proc.poll() is None
     assert '"alert":true' in worker.log()
 
 
 def test_rules_file_change_takes_effect_without_restart(
-    wsettings: Settings, client: redis.Redis, start_role: StartRole, tmp_path: Path
+    wsettings: Settings, redis_sync: redis.Redis, start_role: StartRole, tmp_path: Path
 ) -> None:
     """Editing the rules file changes the decisions of a running worker within seconds;
     the worker's heartbeat file is kept fresh meanwhile."""
@@ -206,7 +197,7 @@ def test_rules_file_change_takes_effect_without_restart(
     s = dataclasses.replace(wsettings, rules_file=str(rules))
     start_role("worker", s, "--consumer", "rules-1")
     first = make_txn(user_id="r0", amount="10.00", merchant_type="luxury_goods")
-    enqueue(client, s, [first])
+    enqueue(redis_sync, s, [first])
     wait_until(lambda: count_decided(s) == 1, 30, "first decision")
     assert decided(s)[str(first.txn_id)].status == "APPROVED"
 
@@ -217,7 +208,7 @@ def test_rules_file_change_takes_effect_without_restart(
         probe = make_txn(
             user_id=f"r{len(probes) + 1}", amount="10.00", merchant_type="luxury_goods"
         )
-        enqueue(client, s, [probe])
+        enqueue(redis_sync, s, [probe])
         probes.append(str(probe.txn_id))
         rows = decided(s)
         return any(rows.get(p, None) is not None and rows[p].status == "BLOCKED" for p in probes)

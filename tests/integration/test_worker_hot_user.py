@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 import redis
 from enqueue import enqueue, make_txn
 from worker_checks import count_decided, pending, rule_hits
@@ -28,17 +27,8 @@ max_amount = "0.01"
 """
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(settings.redis_url)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
 def test_a_busy_users_figures_are_exact_counts_and_capped_sums(
-    settings: Settings, client: redis.Redis, start_role: StartRole, tmp_path: Path
+    settings: Settings, redis_sync: redis.Redis, start_role: StartRole, tmp_path: Path
 ) -> None:
     """Past ``SUM_CAP`` entries in a window the count stays exact and the amount is the sum
     of the newest ``SUM_CAP``, marked as a lower bound, for every batch the user is in."""
@@ -49,10 +39,10 @@ def test_a_busy_users_figures_are_exact_counts_and_capped_sums(
     )
     busy = [make_txn(user_id="anonymous", amount="2.00", currency="USD") for _ in range(1_100)]
     quiet = make_txn(user_id="someone", amount="5.00", currency="USD")
-    enqueue(client, s, [*busy[:600], quiet, *busy[600:]])
+    enqueue(redis_sync, s, [*busy[:600], quiet, *busy[600:]])
     start_role("worker", s, "--consumer", "w1")
     wait_until(lambda: count_decided(s) == len(busy) + 1, 60, "all decided")
-    wait_until(lambda: pending(client, s) == 0, 10, "every entry acked")
+    wait_until(lambda: pending(redis_sync, s) == 0, 10, "every entry acked")
 
     hits = rule_hits(s)
     for k, txn in enumerate(busy, start=1):

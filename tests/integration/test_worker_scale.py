@@ -4,10 +4,9 @@ velocity figures, and each decision's events published exactly once."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import redis
 from worker_checks import (
     assert_published_once,
@@ -26,17 +25,8 @@ from fintrack.config import Settings
 StartRole = Callable[..., RoleProcess]
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(settings.redis_url)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
 def test_ten_workers_decide_each_transaction_once_with_exact_velocity(
-    settings: Settings, client: redis.Redis, start_role: StartRole, tmp_path: Path
+    settings: Settings, redis_sync: redis.Redis, start_role: StartRole, tmp_path: Path
 ) -> None:
     """5,000 transactions of 50 users over ten workers: one row each, velocity figures
     equal to the ground truth, nothing pending, each decision's events published once."""
@@ -48,17 +38,17 @@ def test_ten_workers_decide_each_transaction_once_with_exact_velocity(
     )
     workers = [start_role("worker", s, "--consumer", f"w{i}") for i in range(10)]
     txns = usd_traffic(5_000, users=50, seed=7)
-    ids = paced_enqueue(client, s, txns)
+    ids = paced_enqueue(redis_sync, s, txns)
 
     wait_until(lambda: count_decided(s) == len(txns), 180, "all transactions decided")
-    wait_until(lambda: pending(client, s) == 0, 30, "every entry acked")
+    wait_until(lambda: pending(redis_sync, s) == 0, 30, "every entry acked")
     rows = decided(s)
     assert set(rows) == {str(t.txn_id) for t in txns}
     assert_velocity_matches(s, txns, ids)
-    assert_published_once(client, s, rows)
-    assert client.xlen(s.dead_letter_stream) == 0
+    assert_published_once(redis_sync, s, rows)
+    assert redis_sync.xlen(s.dead_letter_stream) == 0
     # Work was shared: more than one worker decided something.
-    consumers = client.xinfo_consumers(s.txn_stream, "fraud-workers")
+    consumers = redis_sync.xinfo_consumers(s.txn_stream, "fraud-workers")
     assert len(consumers) == 10
     for w in workers:
         assert w.stop() == 0, w.log()
