@@ -18,6 +18,7 @@ from fintrack.core.db import open_pool
 from fintrack.core.httpedge import API_HEADERS, allowed_methods, guard_http
 from fintrack.core.streams import redis_client
 from fintrack.ingest.admin import BlocklistController
+from fintrack.ingest.fastpath import fast_submissions
 from fintrack.ingest.handoff import SCRIPT, Coalescer, HandOff
 from fintrack.ingest.keyring import KeyRing
 from fintrack.ingest.keys import KeysController
@@ -107,15 +108,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
     describe(app.openapi_schema, settings)
     # Outside Litestar's middleware stack, so unrouted and refused requests get both too;
     # it also records the request metrics (a middleware would cost more per request).
+    # Ordinary submissions are answered below them but before Litestar (see fastpath).
     app.asgi_handler = log_requests(
         guard_http(
-            app.asgi_handler,
+            fast_submissions(app.asgi_handler, lambda: resources_of_app(app)),
             max_header_bytes=settings.max_header_bytes,
             headers=API_HEADERS,
             allow=allowed_methods(app),
         )
     )
     return app
+
+
+def resources_of_app(app: Litestar) -> Resources:
+    resources: Resources = app.state.resources
+    return resources
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:

@@ -3,37 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final
 from uuid import UUID
 
-import msgspec
 import psycopg
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
-from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from litestar.response import Stream
 from redis.exceptions import RedisError
 
 from fintrack.config import TEXT_CEILING
-from fintrack.core.errors import ConflictError, FieldError, UnavailableError
+from fintrack.core.errors import FieldError, UnavailableError
 from fintrack.core.models import USER_ID_PATTERN, Transaction, validate_request
-from fintrack.ingest import metrics
 from fintrack.ingest.auth import authenticated_client, client_id, limit_reads, require_client
 from fintrack.ingest.batch import BatchResult, handle_batch
 from fintrack.ingest.body import decode_items, decode_transaction
 from fintrack.ingest.export import NDJSON, ExportFilter, export_lines, parse_time
-from fintrack.ingest.handoff import HandOffResult, idempotency_key, idempotency_owner
+from fintrack.ingest.handoff import idempotency_key, idempotency_owner
 from fintrack.ingest.openapi import SECURITY
-from fintrack.ingest.problems import MalformedBody, problem_spec
+from fintrack.ingest.problems import problem_spec
 from fintrack.ingest.ratelimit import RateLimited
 from fintrack.ingest.state import Resources, resources_of
+from fintrack.ingest.submission import counting_rejections, hand_off, location, now_ms
 from fintrack.ingest.views import Accepted, FinalStatus, TransactionView, fetch_one
 
 log = structlog.get_logger(__name__)
@@ -66,39 +62,8 @@ def wait_preference(prefer: str | None, cap_ms: int) -> int:
     return 0
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@contextlib.contextmanager
-def _counting_rejections() -> Iterator[None]:
-    """Count a refused transaction by reason, then let the error reach the handler."""
-    try:
-        yield
-    except (msgspec.ValidationError, FieldError):  # ValidationError is a DecodeError too
-        metrics.rejected(metrics.REASON_INVALID)
-        raise
-    except (msgspec.DecodeError, MalformedBody):
-        metrics.rejected(metrics.REASON_MALFORMED)
-        raise
-    except RequestEntityTooLarge:
-        metrics.rejected(metrics.REASON_TOO_LARGE)
-        raise
-    except ConflictError:
-        metrics.rejected(metrics.REASON_CONFLICT)
-        raise
-    except UnavailableError:
-        metrics.rejected(metrics.REASON_UNAVAILABLE)
-        raise
-    except RateLimited:
-        metrics.rejected(metrics.REASON_RATE_LIMITED)
-        raise
-
-
 def _accepted(txn_id: str) -> Response[Accepted]:
-    return Response(
-        Accepted(txn_id), status_code=202, headers={"Location": f"/transactions/{txn_id}"}
-    )
+    return Response(Accepted(txn_id), status_code=202, headers={"Location": location(txn_id)})
 
 
 class TransactionController(Controller):
@@ -137,37 +102,19 @@ class TransactionController(Controller):
         ] = None,
     ) -> Response[Accepted | TransactionView]:
         res = resources_of(request)
-        with _counting_rejections():
+        with counting_rejections():
             txn = validate_request(
                 decode_transaction(await request.body(), res.limits),
                 client_id=client,
-                received_at_ms=_now_ms(),
+                received_at_ms=now_ms(),
                 defaults=res.defaults,
             )
             structlog.contextvars.bind_contextvars(txn_id=str(txn.txn_id))
             wait_ms = wait_preference(prefer, res.settings.max_wait_ms)
             if wait_ms:
                 return await self._submit_and_wait(res, txn, wait_ms)
-            await self._hand_off(res, txn)
+            await hand_off(res, txn)
         return _accepted(str(txn.txn_id))  # type: ignore[return-value]
-
-    @staticmethod
-    async def _hand_off(res: Resources, txn: Transaction) -> HandOffResult:
-        result = await res.coalescer.submit(txn)
-        match result.outcome:
-            case "accepted":
-                metrics.TRANSACTIONS_ENQUEUED.inc()
-            case "duplicate":
-                metrics.TRANSACTIONS_DUPLICATE.inc()
-            case "conflict":
-                raise ConflictError(
-                    f"txn_id {txn.txn_id} was already used with another body or by another client"
-                )
-            case "limited":
-                raise RateLimited(result.retry_after_ms)
-            case "failed":
-                raise UnavailableError("Redis refused the transaction")
-        return result
 
     async def _submit_and_wait(
         self, res: Resources, txn: Transaction, wait_ms: int
@@ -176,7 +123,7 @@ class TransactionController(Controller):
         # Registered before the hand-off, so the decision can't be published unseen.
         decided = await res.waiters.register(txn_id)
         try:
-            await self._hand_off(res, txn)
+            await hand_off(res, txn)
             try:
                 async with asyncio.timeout(wait_ms / 1000):
                     await decided
@@ -204,11 +151,11 @@ class TransactionController(Controller):
         self, request: Request[Any, Any, Any], client: NamedDependency[str]
     ) -> Response[BatchResult]:
         res = resources_of(request)
-        with _counting_rejections():
+        with counting_rejections():
             items = decode_items(
                 await request.body(), res.settings.max_batch_items, res.limits.max_depth
             )
-        result, retry_after_ms = await handle_batch(res, client, items, _now_ms())
+        result, retry_after_ms = await handle_batch(res, client, items, now_ms())
         headers = (
             {"Retry-After": RateLimited(retry_after_ms).retry_after_s} if retry_after_ms else {}
         )
