@@ -20,12 +20,12 @@ from redis.asyncio import Redis
 
 from fintrack.config import Settings
 from fintrack.core.activity import entry_score
-from fintrack.core.events import Decision, events_for, stream_fields
+from fintrack.core.events import Decision, SecurityEvent, event_encoder, events_for
 from fintrack.core.models import Transaction
 from fintrack.core.streams import TXN_GROUP
 from fintrack.fraud._engines import EngineKeeper
 from fintrack.fraud._entries import PoisonError, StreamEntry, decode_transaction
-from fintrack.fraud._history import facts_for, fetch_histories
+from fintrack.fraud._history import LedgerCache, facts_for, fetch_histories
 from fintrack.fraud._scripts import DeadLetter, Publication, Scripts
 from fintrack.fraud.engine import Engine, Verdict
 from fintrack.fraud.facts import Facts
@@ -35,6 +35,14 @@ logger = structlog.get_logger(__name__)
 
 ERROR_TEXT_MAX = 1_000
 EVENT_FIELDS = ("kind", "txn", "data")  # the fields of core.events.stream_fields
+
+
+def event_values(event: SecurityEvent) -> tuple[str, str, str]:
+    """``core.events.stream_fields(event)`` as text, in ``EVENT_FIELDS`` order: what the
+    publish script takes (without building a dict and decoding each value again)."""
+    return event.kind, event.txn_id, event_encoder.encode(event).decode()
+
+
 # A row PostgreSQL refuses: that transaction fails, the rest of the batch goes on.
 _ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
@@ -95,6 +103,7 @@ class BatchProcessor:
         self._engines = engines
         self._crash_after = crash_after_commits
         self._commits = 0
+        self._ledgers = LedgerCache()
 
     async def handle(self, entries: Sequence[StreamEntry]) -> BatchStats:
         """One attempt at a batch: decode, facts, decide, commit, publish and ack."""
@@ -128,7 +137,7 @@ class BatchProcessor:
             # file be reloaded while we wait (another batch's turn), read again.
             rules = self._engines.engine.settings
             histories = await fetch_histories(
-                self._scripts, self._redis, self._settings, rules, batch
+                self._scripts, self._redis, self._settings, rules, batch, self._ledgers
             )
             await self._engines.sync_blocklist(self._pool, histories.blocklist_version)
         engine = self._engines.engine
@@ -192,7 +201,7 @@ class BatchProcessor:
                 )
 
     async def _commit(self, items: list[_Item]) -> None:
-        """All decisions in one statement; the stored decision replaces each item's own.
+        """All decisions in one commit; the stored decision replaces each item's own.
 
         If PostgreSQL refuses a row (bad data the decoder let through), the batch is
         committed row by row so that only the bad transaction fails."""
@@ -242,15 +251,14 @@ class BatchProcessor:
             decision = item.decision
             if item.dead and decision is not None and decision.status != "FAILED":
                 item.dead = False  # decided by an earlier delivery: that decision stands
-            events = []
+            values: list[str] = []
             if decision is not None:
                 for event in events_for(decision):
-                    fields = stream_fields(event)
-                    events.append([fields[name] for name in EVENT_FIELDS])
+                    values += event_values(event)
             dead = None
             if item.dead:
                 dead = DeadLetter(item.entry.payload, item.error or "", item.attempts)
-            publications.append(Publication(item.entry.id, dead, events))
+            publications.append(Publication(item.entry.id, dead, values))
         acked = await self._scripts.publish_and_ack(
             stream=s.txn_stream,
             events_stream=s.event_stream,

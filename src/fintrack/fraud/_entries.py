@@ -46,7 +46,13 @@ def parse_entries(raw: Sequence[Any]) -> list[StreamEntry]:
 
     An entry redis-py reports as ``(None, None)`` (deleted, in older servers' XAUTOCLAIM
     replies) is left out: Redis drops it from the pending list itself."""
-    return [StreamEntry(_text(i), fields) for i, fields in raw if i is not None]
+    # tuple.__new__ skips the namedtuple's Python-level __new__: this runs per entry read.
+    new = tuple.__new__
+    return [
+        new(StreamEntry, (i.decode() if type(i) is bytes else str(i), fields))
+        for i, fields in raw
+        if i is not None
+    ]
 
 
 def parse_read(reply: Any) -> list[StreamEntry]:

@@ -30,7 +30,7 @@ end
 #   values in order, event after event. (One argument for the whole batch: packing
 #   thousands of arguments was the client's largest cost here, and cmsgpack is C.)
 # Ownership is read once for the batch (XPENDING over its id range, this consumer only).
-# Returns the ids it acknowledged.
+# Returns the ids it did not acknowledge (almost always none: a short reply to parse).
 _PUBLISH_AND_ACK = """
 local group, me, dead_maxlen = ARGV[1], ARGV[2], ARGV[3]
 local owned = {}
@@ -42,11 +42,13 @@ local batch = cmsgpack.unpack(ARGV[6])
 local names, items = batch[1], batch[2]
 local n_fields = #names
 local fields = {}
-local acked = {}
+local acked, skipped = {}, {}
 for _, item in ipairs(items) do
   local id, dead, values = item[1], item[2], item[3]
-  if owned[id] then
-    owned[id] = nil  -- an id listed twice is handled once
+  if not owned[id] then
+    if owned[id] == nil then skipped[#skipped + 1] = id end
+  else
+    owned[id] = false  -- an id listed twice is handled (and reported acked) once
     if dead then
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', dead_maxlen, '*',
         'entry', id, 'payload', dead[1], 'error', dead[2], 'attempts', dead[3])
@@ -64,7 +66,7 @@ end
 for at = 1, #acked, 1000 do  -- unpack() has a stack limit: ack in chunks
   redis.call('XACK', KEYS[1], group, unpack(acked, at, math.min(at + 999, #acked)))
 end
-return acked
+return skipped
 """
 
 # KEYS: stream. ARGV: group, consumer, ids... Resets the idle time of those ids still
@@ -130,34 +132,77 @@ return removed
 
 # KEYS: the blocklist version key, then one activity ledger per user.
 # ARGV: the exclusive lower and the inclusive upper score (the same for every ledger), the
-#   batch's lowest score, the cap.
+#   batch's lowest score, the cap, and a MessagePack list of [position, known, since,
+#   count, capped]: the ledgers (1-based positions among the ledgers) the worker holds
+#   from `since` (exclusive) up to `known`, `count` members in that range, `capped` 1 for
+#   a ledger it holds as read capped. (Scores travel as text: Lua would print a large
+#   number in exponent form.)
 # Per ledger, flat [member, score, ...]: every member scored in (lower, upper] when there
 # are at most `cap` of them; else (a busy user: "anonymous", an aggregator) those in
 # (lowest, upper] and the newest `cap` at or below the lowest, so that the reply stays
-# bounded however busy the user. The last element lists the positions (1-based, among the
-# ledgers) read that second way. Returns {version or nil, ledgers..., capped positions}.
+# bounded however busy the user. For a ledger the worker holds, whose ZCOUNT over
+# (since, known] still matches, with at most `cap` members in (known, upper] (and, unless
+# held capped, at most `cap` in all): only the members in (known, upper].
+# Returns {version or nil, ledgers..., positions read capped, positions read short}.
 # Read-only; one round trip and one reply to parse instead of a pipeline of replies
 # (measured: several times less CPU).
 _READ_LEDGERS = """
 local out = {redis.call('GET', KEYS[1])}
 local lower, upper = '(' .. ARGV[1], ARGV[2]
 local lowest, cap = ARGV[3], tonumber(ARGV[4])
-local capped = {}
+local known = {}
+for _, k in ipairs(cmsgpack.unpack(ARGV[5])) do known[k[1]] = k end
+local capped, short = {}, {}
 for i = 2, #KEYS do
-  local members = redis.call('ZRANGEBYSCORE', KEYS[i], lower, upper, 'WITHSCORES',
-    'LIMIT', 0, cap + 1)
-  if #members > 2 * cap then
-    members = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. lowest, upper, 'WITHSCORES')
-    local older = redis.call('ZREVRANGEBYSCORE', KEYS[i], lowest, lower, 'WITHSCORES',
-      'LIMIT', 0, cap)
-    for _, value in ipairs(older) do members[#members + 1] = value end
-    capped[#capped + 1] = i - 1
+  local members
+  local k = known[i - 1]
+  if k then
+    members = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. k[2], upper, 'WITHSCORES',
+      'LIMIT', 0, cap + 1)
+    local n = #members / 2
+    if n <= cap and (k[5] == 1 or k[4] + n <= cap)
+        and redis.call('ZCOUNT', KEYS[i], '(' .. k[3], k[2]) == k[4] then
+      short[#short + 1] = i - 1
+    else
+      members = nil
+    end
+  end
+  if members == nil then
+    members = redis.call('ZRANGEBYSCORE', KEYS[i], lower, upper, 'WITHSCORES',
+      'LIMIT', 0, cap + 1)
+    if #members > 2 * cap then
+      members = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. lowest, upper, 'WITHSCORES')
+      local older = redis.call('ZREVRANGEBYSCORE', KEYS[i], lowest, lower, 'WITHSCORES',
+        'LIMIT', 0, cap)
+      for _, value in ipairs(older) do members[#members + 1] = value end
+      capped[#capped + 1] = i - 1
+    end
   end
   out[i] = members
 end
 out[#KEYS + 1] = capped
+out[#KEYS + 2] = short
 return out
 """
+
+
+class Known(NamedTuple):
+    """A ledger the caller holds: see ``Scripts.read_ledgers``."""
+
+    position: int  # 0-based, in ``keys``
+    upper: int
+    since: int
+    members: int  # how many are held in (since, upper]
+    capped: bool
+
+
+class LedgerReply(NamedTuple):
+    """What ``Scripts.read_ledgers`` returns."""
+
+    version: bytes | None
+    ledgers: list[list[bytes]]
+    capped: list[int]  # 0-based positions of the ledgers read capped
+    short: list[int]  # 0-based positions of the ledgers read past the known score only
 
 
 class DeadLetter(NamedTuple):
@@ -170,11 +215,11 @@ class DeadLetter(NamedTuple):
 
 class Publication(NamedTuple):
     """What to do atomically for one entry: dead-letter it (optional), publish its events
-    (each the values of the event fields, in order), acknowledge it."""
+    (the values of the event fields, in order, event after event), acknowledge it."""
 
     entry_id: str
     dead: DeadLetter | None
-    events: Sequence[Sequence[bytes]]
+    values: Sequence[str]
 
 
 _msgpack = msgspec.msgpack.Encoder()
@@ -203,15 +248,38 @@ class Scripts:
         self._ledgers = redis.register_script(_READ_LEDGERS)
 
     async def read_ledgers(
-        self, version_key: str, keys: Sequence[str], lower: int, upper: int, lowest: int, cap: int
-    ) -> tuple[bytes | None, list[list[bytes]], list[int]]:
+        self,
+        version_key: str,
+        keys: Sequence[str],
+        lower: int,
+        upper: int,
+        lowest: int,
+        cap: int,
+        known: Sequence[Known] = (),
+    ) -> LedgerReply:
         """The value at ``version_key``; for each sorted set in ``keys`` the flat
         ``[member, score, ...]`` list of its members scored in ``(lower, upper]``, or for
         a set with more than ``cap`` of them, of those in ``(lowest, upper]`` and the
-        newest ``cap`` at or below ``lowest``; and the (0-based) indexes of those sets."""
-        reply = await self._ledgers(keys=[version_key, *keys], args=[lower, upper, lowest, cap])
+        newest ``cap`` at or below ``lowest``; and the (0-based) indexes of those sets.
+
+        ``known``: sets whose members in ``(since, upper]`` the caller holds. If such a
+        set still has that many (``members``) there and at most ``cap`` above (and, unless held
+        ``capped``, at most ``cap`` above ``lower`` in all), only its members in
+        ``(upper, the upper argument]`` are returned, and its index is listed in
+        ``short``."""
+        document = _msgpack.encode(
+            [(k.position + 1, str(k.upper), str(k.since), k.members, int(k.capped)) for k in known]
+        )
+        reply = await self._ledgers(
+            keys=[version_key, *keys], args=[lower, upper, lowest, cap, document]
+        )
         # A missing key is `false` in Lua: it holds its slot and comes back as None.
-        return reply[0], list(reply[1:-1]), [int(i) - 1 for i in reply[-1]]
+        return LedgerReply(
+            reply[0],
+            list(reply[1:-2]),
+            [int(i) - 1 for i in reply[-2]],
+            [int(i) - 1 for i in reply[-1]],
+        )
 
     async def publish_and_ack(
         self,
@@ -229,20 +297,18 @@ class Scripts:
         the ids acknowledged (the others were reclaimed by another consumer meanwhile)."""
         if not items:
             return set()
-        lowest = min((item.entry_id for item in items), key=_id_key)
-        highest = max((item.entry_id for item in items), key=_id_key)
+        keys = [_id_key(item.entry_id) for item in items]
+        lowest = "{}-{}".format(*min(keys))
+        highest = "{}-{}".format(*max(keys))
         n_fields = len(event_fields)
         if not n_fields:
             raise ValueError("events need at least one field")
         # Only MessagePack *str* values: Valkey's cmsgpack refuses the bin type that
         # bytes would be encoded as ("Bad data format in input"); Redis 7 accepts both.
-        packed: list[tuple[str, tuple[str, str, str] | bool, list[str]]] = []
+        packed: list[tuple[str, tuple[str, str, str] | bool, Sequence[str]]] = []
         for item in items:
-            values: list[str] = []
-            for event in item.events:
-                if len(event) != n_fields:
-                    raise ValueError("every event must have exactly the event fields")
-                values += [value.decode() for value in event]  # msgspec JSON: valid UTF-8
+            if len(item.values) % n_fields:
+                raise ValueError("every event must have exactly the event fields")
             dead = item.dead
             packed.append(
                 (
@@ -255,13 +321,15 @@ class Scripts:
                         dead.error,
                         str(dead.attempts),
                     ),
-                    values,
+                    item.values,
                 )
             )
         document = _msgpack.encode((tuple(event_fields), packed))
         args = (group, consumer, dead_maxlen, lowest, highest, document)
-        acked = await self._publish(keys=[stream, events_stream, dead_stream], args=args)
-        return {_text(i) for i in acked}
+        skipped = await self._publish(keys=[stream, events_stream, dead_stream], args=args)
+        acked = {item.entry_id for item in items}
+        acked.difference_update(_text(i) for i in skipped)
+        return acked
 
     async def touch(self, *, stream: str, group: str, consumer: str, ids: Sequence[str]) -> int:
         """Reset the idle time of ``ids`` still pending for ``consumer``; returns how many."""

@@ -51,7 +51,7 @@ def duration(seconds: int) -> str:
 def ip_blocklist(txn: Transaction, facts: Facts, ctx: RuleContext) -> RuleHit | None:
     """The source IP is in a blocked address or range (longest prefix named)."""
     score = ctx.settings.blocklist.score
-    if score <= 0:
+    if score <= 0 or not ctx.ips:  # an empty blocklist: no need to parse the address
         return None
     network = ctx.ips.match(txn.source_ip)
     if network is None:

@@ -35,6 +35,7 @@ MAX_WINDOW_S = Settings().activity_retention_s
 
 # Conversions are exact: 60 digits hold any amount (<= 10^12, 4 decimals) times any rate.
 _EXACT = Context(prec=60)
+EXACT = _EXACT  # for fraud.velocity, which inlines the conversion in its hot loop
 
 
 class RuleSettingsError(ValueError):

@@ -8,16 +8,16 @@ redelivered an hour later, or decided by another worker, gets the same figures.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from operator import attrgetter
 from typing import Protocol
 
 from fintrack.core.activity import Activity, window_start
 from fintrack.fraud.facts import WindowStats
 from fintrack.fraud.settings import (
+    EXACT,
     RuleSettings,
-    exact_add,
-    exact_difference,
     exact_sum,
     to_base_or_none,
 )
@@ -79,30 +79,76 @@ class HistoryIndex:
     the windows' exact counts to ``stats``: the index then only holds the newest entries.
     """
 
-    __slots__ = ("_amounts", "_cap", "_scores", "_unpriced", "_windows")
+    __slots__ = ("_amounts", "_base", "_cap", "_rates", "_scores", "_unpriced", "_windows")
 
     def __init__(
         self, history: Sequence[Priced], settings: RuleSettings, *, sum_cap: int | None = None
     ) -> None:
-        ordered = sorted(history, key=_by_score) if len(history) > 1 else history
-        self._windows = [w.window_s for w in settings.velocity.windows]
+        self._windows, self._base, self._rates = _layout(settings)
         self._cap = sum_cap
-        self._scores = [a.score for a in ordered]
+        self._scores: list[int] = []
         # Prefix sums: entry i holds the totals of the first i activities.
-        amounts = [Decimal(0)]
-        unpriced = [0]
-        total = amounts[0]
-        missing = 0
+        self._amounts = [_ZERO]
+        self._unpriced = [0]
+        if len(history) > 1:
+            self._append(sorted(history, key=_by_score))
+        elif history:
+            self._append(history)
+
+    @property
+    def size(self) -> int:
+        """How many ledger entries the index holds."""
+        return len(self._scores)
+
+    def score_at(self, position: int) -> int:
+        """The score of the entry at ``position`` (0: the oldest)."""
+        return self._scores[position]
+
+    def count_above(self, score: int) -> int:
+        """How many of the entries have a score above ``score``."""
+        return len(self._scores) - bisect_right(self._scores, score)
+
+    def extend(self, newer: Sequence[Priced]) -> None:
+        """Add entries scored above every entry held (in any order among themselves)."""
+        self._append(sorted(newer, key=_by_score) if len(newer) > 1 else newer)
+
+    def without_below(self, score: int) -> HistoryIndex:
+        """A copy without the entries scored at or below ``score`` (same figures above it)."""
+        first = bisect_right(self._scores, score)
+        copy = HistoryIndex.__new__(HistoryIndex)
+        copy._windows = self._windows
+        copy._cap = self._cap
+        copy._base = self._base
+        copy._rates = self._rates
+        copy._scores = self._scores[first:]
+        copy._amounts = self._amounts[first:]  # differences of prefix sums are unchanged
+        copy._unpriced = self._unpriced[first:]
+        return copy
+
+    def _append(self, ordered: Iterable[Priced]) -> None:
+        # to_base_or_none and exact_add inlined: this runs once per ledger entry read.
+        base = self._base
+        rates = self._rates
+        multiply = EXACT.multiply
+        add = EXACT.add
+        scores = self._scores
+        amounts = self._amounts
+        unpriced = self._unpriced
+        total = amounts[-1]
+        missing = unpriced[-1]
         for a in ordered:
-            converted = to_base_or_none(a.amount, a.currency, settings)
-            if converted is None:
-                missing += 1
+            scores.append(a.score)
+            currency = a.currency
+            if currency == base:
+                total = add(total, a.amount)
             else:
-                total = exact_add(total, converted)
+                rate = rates.get(currency)
+                if rate is None:
+                    missing += 1
+                else:
+                    total = add(total, multiply(a.amount, rate))
             amounts.append(total)
             unpriced.append(missing)
-        self._amounts = amounts
-        self._unpriced = unpriced
 
     def stats(self, score: int, counts: Sequence[int] | None = None) -> tuple[WindowStats, ...]:
         """The same figures as ``window_stats(history, score, settings)`` (without a cap).
@@ -113,10 +159,11 @@ class HistoryIndex:
         amounts = self._amounts
         unpriced = self._unpriced
         cap = self._cap
+        subtract = EXACT.subtract
         hi = bisect_right(scores, score)
         result: list[WindowStats] = []
-        for i, window_s in enumerate(self._windows):
-            first = bisect_right(scores, window_start(score, window_s))
+        for i, (window_s, offset) in enumerate(self._windows):
+            first = bisect_right(scores, score + offset)
             count = hi - first if counts is None else counts[i]
             if cap is not None and hi - first > cap:
                 first = hi - cap  # sum the newest only
@@ -124,7 +171,7 @@ class HistoryIndex:
                 WindowStats(
                     window_s,
                     count,
-                    exact_difference(amounts[hi], amounts[first]),
+                    subtract(amounts[hi], amounts[first]),
                     unpriced[hi] - unpriced[first],
                     max(count - (hi - first), 0),
                 )
@@ -132,8 +179,23 @@ class HistoryIndex:
         return tuple(result)
 
 
-def _by_score(activity: Priced) -> int:
-    return activity.score
+_by_score = attrgetter("score")  # C: the sort key of every ledger entry read
+_ZERO = Decimal(0)
+_Layout = tuple[list[tuple[int, int]], str, dict[str, Decimal]]
+_last_layout: tuple[RuleSettings, _Layout] | None = None
+
+
+def _layout(settings: RuleSettings) -> _Layout:
+    """What an index needs of ``settings``: the windows as (window_s, offset) pairs (a
+    window ending at score s starts, exclusive, at s + offset), the base currency, the
+    rates. Kept for the settings in force: a batch builds an index per user."""
+    global _last_layout  # a one-entry cache: the settings in force rarely change
+    if _last_layout is not None and _last_layout[0] is settings:
+        return _last_layout[1]
+    windows = [(w.window_s, window_start(0, w.window_s)) for w in settings.velocity.windows]
+    layout = (windows, settings.base_currency, settings.rates)
+    _last_layout = (settings, layout)
+    return layout
 
 
 def history_bounds(scores: Sequence[int], settings: RuleSettings) -> tuple[int, int]:

@@ -9,10 +9,12 @@ A batch (``fraud._batch``) takes four round trips whatever its size:
 1. decode: an entry whose payload is not a valid transaction is poison;
 2. facts: one read-only script returns the blocklist version and each user's activity
    ledger (a pipeline of ZRANGEBYSCOREs does the same, at several times the client CPU),
-   capped for very busy users, whose window counts then take one more round trip
-   (``fraud._history``);
+   capped for very busy users, whose window counts then take one more round trip; for
+   users with a long ledger the worker holds from earlier batches, only what was added
+   since (``fraud._history``);
 3. decide: the pure engine over the whole batch;
-4. commit all decisions to PostgreSQL in one statement, idempotent on ``txn_id``, then
+4. commit all decisions to PostgreSQL with COPY (a redelivered batch, which COPY refuses,
+   with one statement idempotent on ``txn_id``: ``fraud.store``), then
    one Lua script per batch publishes each entry's events and acknowledges it, but only
    while the entry is still pending for this consumer.
 
