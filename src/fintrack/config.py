@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args, get_type_hints
 
 PREFIX = "FINTRACK_"
 TEXT_CEILING = 256  # the longest user_id / merchant_type any configuration may allow
+SESSION_SECRET_MIN = 32  # characters; 32 random ones are well over 128 bits
 
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -70,6 +71,10 @@ class Settings:
     # Auth: comma-separated `name=sha256:<hex>` pairs (see `fintrack hash-secret`).
     api_keys: str = ""
     admin_tokens: str = ""
+    # Signs the notifier's sign-in cookies together with the admin token digests (which are
+    # safe to show, so they alone must not be enough to forge a cookie). A plain secret:
+    # never in repr, logs or error messages. Empty: digests only (the notifier warns).
+    session_secret: str = field(default="", repr=False)
     insecure_open: bool = False  # no auth at all; only `run all` on loopback sets this
 
     # Worker.
@@ -171,6 +176,12 @@ class Settings:
             raise SettingsError(f"{PREFIX}DEFAULT_CURRENCY: must be an ISO 4217 code like INR")
         if not self.key_prefix or any(c in self.key_prefix for c in " {}"):
             raise SettingsError(f"{PREFIX}KEY_PREFIX: must be non-empty, without spaces or braces")
+        if self.session_secret and len(self.session_secret) < SESSION_SECRET_MIN:
+            # Never echo the value, not even its length: it is a secret.
+            raise SettingsError(
+                f"{PREFIX}SESSION_SECRET: must be at least {SESSION_SECRET_MIN} characters "
+                "(e.g. the output of `openssl rand -base64 32`)"
+            )
         object.__setattr__(self, "api_key_hashes", _parse_secrets("API_KEYS", self.api_keys))
         object.__setattr__(
             self, "admin_token_hashes", _parse_secrets("ADMIN_TOKENS", self.admin_tokens)

@@ -19,7 +19,8 @@ _encoder = msgspec.json.Encoder()
 _SECRET_KEYS = frozenset(
     {
         "authorization", "api_key", "x-api-key", "password", "token", "secret", "cookie",
-        "set-cookie", "admin_token", "session", "database_url", "redis_url", "dsn",
+        "set-cookie", "admin_token", "session", "session_secret", "database_url", "redis_url",
+        "dsn",
     }
 )  # fmt: skip
 

@@ -99,6 +99,16 @@ def test_bad_setting_is_named_and_nothing_starts() -> None:
     assert "FINTRACK_API_PORT" in result.stderr
 
 
+def test_short_session_secret_stops_the_notifier_without_echoing_it() -> None:
+    """A session secret under 32 characters exits 2 naming FINTRACK_SESSION_SECRET; neither
+    output holds the value."""
+    short = "too-short-" + secrets.token_hex(8)
+    result = fintrack("run", "notifier", env={"FINTRACK_SESSION_SECRET": short})
+    assert result.returncode == 2
+    assert "FINTRACK_SESSION_SECRET" in result.stderr
+    assert short not in result.stderr + result.stdout
+
+
 def test_role_help_is_available() -> None:
     """`fintrack run api --help` documents its options without starting anything."""
     result = fintrack("run", "api", "--help")

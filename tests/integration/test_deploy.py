@@ -47,6 +47,10 @@ SECRET_SETTINGS = (
     "FINTRACK_API_KEYS",
     "FINTRACK_ADMIN_TOKENS",
 )
+SESSION_SECRET = "FINTRACK_SESSION_SECRET"  # the notifier's alone: it signs sign-in cookies
+NOTIFIER_SECRETS = frozenset(
+    {"FINTRACK_DATABASE_URL", "FINTRACK_REDIS_URL", "FINTRACK_ADMIN_TOKENS", SESSION_SECRET}
+)
 
 # How long each role may take to stop after SIGTERM, from the code: Granian's kill timeout
 # for the api (cli.run_api) plus a `Prefer: wait` request still in flight; the worker's stop
@@ -171,6 +175,11 @@ def test_compose_sets_only_real_settings() -> None:
             assert env[var].startswith(f"${{{var}:?"), f"{var} must be required"
         assert "${POSTGRES_PASSWORD:?" in env["FINTRACK_DATABASE_URL"]
         assert env["FINTRACK_INSECURE_OPEN"] == "${FINTRACK_INSECURE_OPEN:-false}"
+        if name == "notifier":
+            assert interpolated_name(env[SESSION_SECRET]) == SESSION_SECRET
+            assert env[SESSION_SECRET].startswith(f"${{{SESSION_SECRET}:?"), "must be required"
+        else:
+            assert SESSION_SECRET not in env, f"{name} has no use for the session secret"
 
 
 def test_compose_ports_match_settings_defaults() -> None:
@@ -243,12 +252,18 @@ def test_env_example_configures_valid_settings() -> None:
         if line and not line.startswith("#"):
             name, _, value = line.partition("=")
             values[name] = value
-    assert {"FINTRACK_API_KEYS", "FINTRACK_ADMIN_TOKENS", "POSTGRES_PASSWORD"} <= set(values)
+    assert {
+        "FINTRACK_API_KEYS",
+        "FINTRACK_ADMIN_TOKENS",
+        "FINTRACK_SESSION_SECRET",
+        "POSTGRES_PASSWORD",
+    } <= set(values)
     assert values["FINTRACK_INSECURE_OPEN"] == "false"
     settings = Settings.from_env({k: v for k, v in values.items() if k.startswith("FINTRACK_")})
     assert settings.auth_enabled
     assert identify("demo-acme-key-change-me", settings.api_key_hashes) == "acme"
     assert identify("demo-admin-token-change-me", settings.admin_token_hashes) == "alice"
+    assert settings.session_secret  # and long enough: Settings refuses a short one
 
 
 # ---------------------------------------------------------------- ECS task definitions
@@ -292,6 +307,10 @@ def test_taskdef_keeps_secrets_out_of_environment(role: str) -> None:
         assert "FINTRACK_REDIS_URL" in names
     if role == "api":
         assert names == set(SECRET_SETTINGS)
+    if role == "notifier":
+        assert names == NOTIFIER_SECRETS
+    else:
+        assert SESSION_SECRET not in names, f"{role} has no use for the session secret"
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -2,9 +2,9 @@
 
 The full-run test plants secrets everywhere a careless log line could pick one up (API
 keys and admin tokens, right and wrong, in both headers; an issued key; the session
-cookie; passwords in the Redis and PostgreSQL URLs), drives the api, a worker and the
-notifier through normal work, refusals and a Redis outage, then searches every line they
-logged.
+cookie and the session secret; passwords in the Redis and PostgreSQL URLs), drives the api,
+a worker and the notifier through normal work, refusals and a Redis outage, then searches
+every line they logged.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ WRONG_KEY = "wrong-key-" + secrets.token_hex(16)
 WRONG_ADMIN = "wrong-admin-" + secrets.token_hex(16)
 REDIS_PASSWORD = "redis-pw-" + secrets.token_hex(12)
 PG_PASSWORD = "pg-pw-" + secrets.token_hex(12)  # PostgreSQL trusts loopback: never checked
+SESSION_SECRET = "session-secret-" + secrets.token_hex(16)
 
 
 @pytest.fixture
@@ -76,11 +77,13 @@ def test_no_secret_reaches_any_log_of_a_full_run(
         redis_url=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0",
         database_url=psycopg.conninfo.make_conninfo(settings.database_url, password=PG_PASSWORD),
         key_refresh_s=0.2,
+        session_secret=SESSION_SECRET,  # every role gets it here, to catch any that logs it
     )
     api = start_role("api", planted_settings)
     worker = start_role("worker", planted_settings)
     notifier = start_role("notifier", planted_settings, FINTRACK_SSE_LIFETIME_S="0.3")
     planted = [API_KEY, ADMIN_TOKEN, WRONG_KEY, WRONG_ADMIN, REDIS_PASSWORD, PG_PASSWORD]
+    planted.append(SESSION_SECRET)
 
     with httpx.Client(timeout=10) as http:
         bearer = {"Authorization": f"Bearer {API_KEY}"}

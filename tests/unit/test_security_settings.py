@@ -51,3 +51,26 @@ def test_rate_limit_too_large_for_exact_counting_is_refused() -> None:
     """limit × window (ms) must stay exact in Lua's doubles."""
     with pytest.raises(SettingsError, match="FINTRACK_RATE_LIMIT"):
         Settings(rate_limit=10**9, rate_window_s=86_400)
+
+
+def test_short_session_secret_is_refused_without_echoing_it() -> None:
+    """A session secret under 32 characters is refused naming FINTRACK_SESSION_SECRET; the
+    message does not contain the value."""
+    short = "short-secret-" + "q7" * 9  # 31 characters
+    with pytest.raises(SettingsError, match="FINTRACK_SESSION_SECRET") as refused:
+        Settings.from_env({"FINTRACK_SESSION_SECRET": short})
+    assert short not in str(refused.value)
+    assert "q7q7" not in str(refused.value)
+    with pytest.raises(SettingsError, match="FINTRACK_SESSION_SECRET"):
+        Settings(session_secret=short)
+
+
+def test_session_secret_is_optional_and_kept_out_of_repr() -> None:
+    """Unset by default; 32 characters are enough; the value reaches child processes through
+    to_env() but never repr()."""
+    assert Settings().session_secret == ""
+    secret = "a-session-secret-of-32-chars-" + "xyz"
+    s = Settings.from_env({"FINTRACK_SESSION_SECRET": f" {secret} "})
+    assert s.session_secret == secret
+    assert secret not in repr(s)
+    assert Settings.from_env(s.to_env()).session_secret == secret

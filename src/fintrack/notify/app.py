@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
 
+import structlog
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import MutableScopeHeaders
@@ -40,6 +41,8 @@ from fintrack.notify.routes import (
 from fintrack.notify.session import session_key
 from fintrack.notify.shutdown import on_stop_signal
 
+log = structlog.get_logger(__name__)
+
 _READER_BLOCK_MS: Final = 2_000
 
 SECURITY_HEADERS: Final = {
@@ -65,6 +68,12 @@ async def _security_headers(message: Message, scope: Scope) -> None:
 def _lifespan(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if settings.auth_enabled and not settings.session_secret:
+            log.warning(
+                "no session secret: sign-in cookies are signed with a key derived from the "
+                "admin token digests alone, so anyone who can read FINTRACK_ADMIN_TOKENS can "
+                "forge one; set FINTRACK_SESSION_SECRET (32+ random characters)"
+            )
         redis = redis_client(settings)
         # The reader blocks on XREAD: it gets a connection of its own (see redis_client).
         reader = redis_client(settings, block_ms=_READER_BLOCK_MS)
@@ -95,7 +104,7 @@ def _lifespan(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextMa
             history=history,
             redis=redis,
             pool=pool,
-            session_key=session_key(settings.admin_token_hashes),
+            session_key=session_key(settings.admin_token_hashes, settings.session_secret),
         )
         try:
             with on_stop_signal(hub.drain):

@@ -1,9 +1,12 @@
 """Admin credentials of the notifier: a bearer token, or the session cookie a browser
 gets from ``POST /login``.
 
-The cookie is ``name.expiry.signature``, signed with a key derived from the configured
-admin token digests. Every notifier process derives the same key with no extra setting,
-sessions survive restarts, and rotating or removing an admin token ends every session.
+The cookie is ``name.expiry.signature``, signed with a key derived from the session secret
+(``FINTRACK_SESSION_SECRET``) and the configured admin token digests. The digests are safe
+to show, so without the secret they alone do not let anyone forge a cookie. Every notifier
+process derives the same key, sessions survive restarts, and rotating or removing an admin
+token (or changing the secret) ends every session. Without a session secret the key comes
+from the digests alone, as before the setting existed; the notifier warns about it.
 """
 
 from __future__ import annotations
@@ -35,10 +38,14 @@ class Verdict:
     via: Literal["bearer", "cookie", "open", ""] = ""
 
 
-def session_key(admin_digests: Mapping[str, str]) -> bytes:
-    """The cookie signing key: an HMAC over the sorted admin token digests."""
+def session_key(admin_digests: Mapping[str, str], secret: str = "") -> bytes:
+    """The cookie signing key: an HMAC keyed with the session ``secret`` over the label and
+    the sorted admin token digests. Without a secret (legacy): an HMAC keyed with the label
+    over the digests, which anyone who can read the configuration can compute."""
     material = "\n".join(sorted(admin_digests)).encode()
-    return hmac.new(_KEY_LABEL, material, hashlib.sha256).digest()
+    if not secret:
+        return hmac.new(_KEY_LABEL, material, hashlib.sha256).digest()
+    return hmac.new(secret.encode(), _KEY_LABEL + b"\0" + material, hashlib.sha256).digest()
 
 
 def _signature(key: bytes, payload: str) -> str:
