@@ -218,11 +218,15 @@ class RoleProcess:
 
 
 @pytest.fixture
-def start_role(tmp_path: Path) -> Iterator[Callable[..., RoleProcess]]:
+def start_role(
+    tmp_path: Path, key_prefix: str, database_url: str
+) -> Iterator[Callable[..., RoleProcess]]:
     """Start ``fintrack run ROLE`` as a real process with the given settings.
 
     HTTP roles get a free port (or ``port=``) and are waited for until ``/health`` answers.
-    Everything started is stopped (SIGTERM, then SIGKILL) at the end of the test.
+    Everything started is stopped (SIGTERM, then SIGKILL) at the end of the test — before
+    the test's keys and database are removed (hence the two fixtures it asks for: torn
+    down after it), so that no process still running can write keys after the clean-up.
     """
     started: list[RoleProcess] = []
 
