@@ -1,5 +1,6 @@
-"""The worker's PostgreSQL writes: COPY for new rows, the idempotent statement for a batch
-that holds stored ones, and text that needs escaping either way."""
+"""The worker's PostgreSQL writes: COPY for new rows of a large batch, the idempotent
+statement for a small batch or one that holds stored rows, and text that needs escaping
+either way. Every test runs both ways, on a pool set up as the worker's."""
 
 from __future__ import annotations
 
@@ -8,12 +9,27 @@ from decimal import Decimal
 
 import msgspec
 import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from fintrack.config import Settings
 from fintrack.core.db import open_pool
 from fintrack.core.events import Decision, RuleHit
 from fintrack.core.models import Transaction
+from fintrack.fraud import store
 from fintrack.fraud.store import ArchivedEvent, archive_events, commit_decisions
+
+
+@pytest.fixture(params=["copy", "statement"])
+def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """COPY from the first row, or the single statement for every batch."""
+    monkeypatch.setattr(store, "COPY_MIN_ROWS", 1 if request.param == "copy" else 10**9)
+    return str(request.param)
+
+
+async def _worker_pool(settings: Settings) -> AsyncConnectionPool:
+    return await open_pool(settings, max_size=2, autocommit=True, check=False)
+
 
 AWKWARD = 'tab\there, new\nline, cr\r, back\\slash \\N, "quotes", {braces}, comma, é'
 
@@ -40,11 +56,11 @@ def _decision(user_id: str = "user_1", *, reason: str | None = None) -> Decision
 
 
 async def test_commit_writes_text_exactly_and_keeps_the_first_decision(
-    settings: Settings,
+    settings: Settings, write_path: str
 ) -> None:
     """Rows come back as given (escapes, NULL, timestamps, IPv6); a batch mixing new and
     stored transactions inserts the new ones and returns the stored decision for the rest."""
-    pool = await open_pool(settings, max_size=2)
+    pool = await _worker_pool(settings)
     try:
         first = [_decision(AWKWARD), _decision(reason=AWKWARD)]
         assert await commit_decisions(pool, first) == first
@@ -79,10 +95,10 @@ async def test_commit_writes_text_exactly_and_keeps_the_first_decision(
         await pool.close()
 
 
-async def test_archive_copies_once_and_escapes(settings: Settings) -> None:
+async def test_archive_copies_once_and_escapes(settings: Settings, write_path: str) -> None:
     """Events with awkward text are archived as given; archiving them again (with one new
     event) adds only the new one."""
-    pool = await open_pool(settings, max_size=2)
+    pool = await _worker_pool(settings)
     try:
 
         def event(seq: int) -> ArchivedEvent:
@@ -114,9 +130,11 @@ async def test_archive_copies_once_and_escapes(settings: Settings) -> None:
         await pool.close()
 
 
-async def test_a_refused_row_fails_the_copy_like_the_statement(settings: Settings) -> None:
+async def test_a_refused_row_fails_the_copy_like_the_statement(
+    settings: Settings, write_path: str
+) -> None:
     """A row PostgreSQL refuses still raises a data or integrity error, nothing written."""
-    pool = await open_pool(settings, max_size=2)
+    pool = await _worker_pool(settings)
     try:
         bad = _decision()
         bad = msgspec.structs.replace(bad, txn=msgspec.structs.replace(bad.txn, currency="TOOLONG"))

@@ -19,17 +19,26 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
 async def open_pool(
-    settings: Settings, *, min_size: int = 1, max_size: int = 10
+    settings: Settings,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    autocommit: bool = False,
+    check: bool = True,
 ) -> AsyncConnectionPool:
-    """An opened pool whose connections are checked before use, so it survives DB restarts."""
+    """An opened pool. ``check``: each connection is checked (a round trip) before use, so
+    a request after a database restart does not fail. A caller that retries on its own
+    may skip that; a broken connection is dropped when it comes back to the pool either
+    way. ``autocommit``: each statement commits by itself unless inside
+    ``conn.transaction()`` (no ``BEGIN``/``COMMIT`` round trips around one statement)."""
     settings.require("database_url")
     pool = AsyncConnectionPool(
         settings.database_url,
         open=False,
         min_size=min_size,
         max_size=max_size,
-        check=AsyncConnectionPool.check_connection,
-        kwargs={"application_name": "fintrack"},
+        check=AsyncConnectionPool.check_connection if check else None,
+        kwargs={"application_name": "fintrack", "autocommit": autocommit},
         timeout=10.0,
         reconnect_timeout=60.0,
     )

@@ -168,7 +168,11 @@ class Worker:
         Redis clients and the PostgreSQL pool. No waiting on the network: ``loop`` does."""
         s = self.settings
         self._engines = EngineKeeper(s)
-        res = self._res = _Resources(s, await open_pool(s, min_size=1, max_size=4))
+        # Autocommit, unchecked: a batch's commit is one statement or an explicit
+        # transaction, and a failed one is retried whole (an outage), so the round trips
+        # of BEGIN/COMMIT and of a check per batch would only add latency.
+        pool = await open_pool(s, min_size=1, max_size=4, autocommit=True, check=False)
+        res = self._res = _Resources(s, pool)
         self._batches = BatchProcessor(
             s,
             consumer=self.consumer,
