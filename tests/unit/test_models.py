@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from decimal import Decimal
 
@@ -17,6 +18,7 @@ from fintrack.core.models import (
     MAX_AMOUNT,
     Defaults,
     Transaction,
+    parse_ip,
     request_decoder,
     transaction_decoder,
     transaction_encoder,
@@ -135,3 +137,24 @@ def test_refused_values_name_their_field(body: bytes, field: str) -> None:
     error = caught.value
     named = error.field if isinstance(error, FieldError) else str(error)
     assert field in named
+
+
+_octet = st.one_of(
+    st.integers(0, 300).map(str),
+    st.integers(0, 255).map(lambda n: f"0{n}"),  # a leading zero: refused
+    st.sampled_from(["", "a", "١", " 1", "-1", "+1"]),
+)
+
+
+@given(st.lists(_octet, min_size=3, max_size=5).map(".".join))
+def test_ipv4_fast_path_agrees_with_ipaddress(text: str) -> None:
+    """The dotted-quad shortcut accepts exactly what ``ipaddress`` accepts, in the same form."""
+    try:
+        expected: str | None = str(ipaddress.ip_address(text))
+    except ValueError:
+        expected = None
+    try:
+        got: str | None = parse_ip(text)
+    except FieldError:
+        got = None
+    assert got == expected

@@ -8,6 +8,7 @@ downstream (stream entries, the worker, PostgreSQL) only ever sees ``Transaction
 from __future__ import annotations
 
 import ipaddress
+import re
 import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
@@ -115,8 +116,16 @@ def parse_amount(raw: bytes, currency: str) -> Decimal:
     return amount.quantize(Decimal(1).scaleb(-places))
 
 
+# A dotted quad without leading zeros: exactly the IPv4 texts `ipaddress` accepts, and
+# already canonical. Matching it costs a tenth of parsing it (most addresses are IPv4).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def parse_ip(text: str) -> str:
     """A valid IPv4 or IPv6 address in its canonical (compressed) form."""
+    if _CANONICAL_IPV4.fullmatch(text):
+        return text
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
