@@ -32,8 +32,10 @@ def activity_key(settings: Settings, user_id: str) -> str:
     return f"{settings.key_prefix}:activity:{user_id}"
 
 
-def encode_member(txn: Transaction) -> str:
-    return f"{txn.txn_id}|{txn.amount}|{txn.currency}"
+def encode_member(txn: Transaction, txn_id: str | None = None) -> str:
+    """The ledger member of ``txn``; ``txn_id``: its id as text, if the caller has it
+    (turning a UUID into text is a large part of the cost)."""
+    return f"{txn_id or txn.txn_id}|{txn.amount}|{txn.currency}"
 
 
 def decode_member(member: bytes | str, score: float) -> Activity:

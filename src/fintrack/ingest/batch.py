@@ -60,8 +60,9 @@ async def handle_batch(
     except UnavailableError:
         metrics.rejected(metrics.REASON_UNAVAILABLE, len(valid))
         raise
-    for (index, txn), outcome in zip(valid, handed, strict=True):
-        results[index] = _result(index, txn, outcome)
+    txn_ids: list[str] = msgspec.to_builtins([txn.txn_id for _, txn in valid])  # in C
+    for (index, _), txn_id, outcome in zip(valid, txn_ids, handed, strict=True):
+        results[index] = _result(index, txn_id, outcome)
     final = [item for item in results if item is not None]
     _count(final)
     return BatchResult(final), max((h.retry_after_ms for h in handed), default=0)
@@ -72,8 +73,7 @@ def _error(index: int, txn_id: str | None, exc: Exception) -> BatchItem:
     return BatchItem(index=index, txn_id=txn_id, status="error", error=problem)
 
 
-def _result(index: int, txn: Transaction, handed: HandOffResult) -> BatchItem:
-    txn_id = str(txn.txn_id)
+def _result(index: int, txn_id: str, handed: HandOffResult) -> BatchItem:
     match handed.outcome:
         case "accepted":
             return BatchItem(index=index, txn_id=txn_id, status="accepted")
