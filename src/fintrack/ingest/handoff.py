@@ -65,6 +65,7 @@ SCRIPT: Final = (
 local ttl, retention_ms = ARGV[1], tonumber(ARGV[2]) * 1000
 local limit, window = tonumber(ARGV[3]), tonumber(ARGV[4])
 local replies = {}
+local newest, ledgers = {}, {}  -- per ledger written: the newest ms added; in order
 for i, item in ipairs(cmsgpack.unpack(ARGV[5])) do
   local idem, ledger, rate = item[1], item[2], item[3]
   local left, now
@@ -87,13 +88,19 @@ for i, item in ipairs(cmsgpack.unpack(ARGV[5])) do
         local ms = tonumber(string.sub(id, 1, dash - 1))
         local seq = math.min(tonumber(string.sub(id, dash + 1)), 999)
         redis.call('ZADD', ledger, 'NX', string.format('%.0f', ms * 1000 + seq), item[6])
-        redis.call('ZREMRANGEBYSCORE', ledger, '-inf',
-          '(' .. string.format('%.0f', (ms - 2 * retention_ms) * 1000))
-        redis.call('PEXPIRE', ledger, string.format('%.0f', 2 * retention_ms))
+        if not newest[ledger] then ledgers[#ledgers + 1] = ledger end
+        newest[ledger] = ms
         replies[i] = id
       end
     end
   end
+end
+-- Housekeeping once per ledger, not per item: members past 2x retention out (relative to
+-- its newest member), the key's expiry renewed.
+for _, ledger in ipairs(ledgers) do
+  redis.call('ZREMRANGEBYSCORE', ledger, '-inf',
+    '(' .. string.format('%.0f', (newest[ledger] - 2 * retention_ms) * 1000))
+  redis.call('PEXPIRE', ledger, string.format('%.0f', 2 * retention_ms))
 end
 return replies
 """
