@@ -42,8 +42,8 @@ async def client(settings: Settings) -> AsyncIterator[Client]:
         yield test_client
 
 
-def _sample(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
+def _sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def _entries(redis: Redis, settings: Settings) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -156,6 +156,14 @@ async def test_batch_accepts_good_items_and_reports_bad_ones(
     """Mixed batch → one result per item in order; bad items don't stop good ones."""
     await client.post("/transactions", json=SEED_FULL, headers=ACME)
     rounds_before = _sample("fintrack_api_handoff_batch_size_sum")
+    rejected = "fintrack_api_transactions_rejected_total"
+    counters: list[tuple[str, dict[str, str] | None]] = [
+        ("fintrack_api_transactions_enqueued_total", None),
+        ("fintrack_api_transactions_duplicate_total", None),
+        (rejected, {"reason": "invalid"}),
+        (rejected, {"reason": "conflict"}),
+    ]
+    counted_before = [_sample(*counter) for counter in counters]
     batch = [
         {"amount": 10, "source_ip": "10.0.0.1"},
         {"amount": -5, "source_ip": "10.0.0.1"},
@@ -192,6 +200,11 @@ async def test_batch_accepts_good_items_and_reports_bad_ones(
     assert {results[0]["txn_id"], results[6]["txn_id"]} <= enqueued
     # All four valid items went to Redis in one pipelined round trip.
     assert _sample("fintrack_api_handoff_batch_size_sum") - rounds_before == 4
+    # Each item counted once, by outcome: 2 accepted, 1 duplicate, 3 invalid, 1 conflict.
+    counted = [
+        _sample(*counter) - before for counter, before in zip(counters, counted_before, strict=True)
+    ]
+    assert counted == [2, 1, 3, 1]
 
 
 async def test_get_while_pending_then_404_for_unknown_and_other_clients(

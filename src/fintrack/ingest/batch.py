@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Literal
 
 import msgspec
@@ -95,10 +96,17 @@ _REASON_BY_STATUS = {
 
 
 def _count(items: list[BatchItem]) -> None:
+    # Tallied first: one increment per counter, not one per item (each takes a lock).
+    tally: Counter[str] = Counter()
     for item in items:
-        if item.status == "accepted":
-            metrics.TRANSACTIONS_ENQUEUED.inc()
-        elif item.status == "duplicate":
-            metrics.TRANSACTIONS_DUPLICATE.inc()
+        if item.status != "error":
+            tally[item.status] += 1
         elif item.error is not None:
-            metrics.rejected(_REASON_BY_STATUS.get(item.error.status, metrics.REASON_INVALID))
+            tally[_REASON_BY_STATUS.get(item.error.status, metrics.REASON_INVALID)] += 1
+    for key, count in tally.items():
+        if key == "accepted":
+            metrics.TRANSACTIONS_ENQUEUED.inc(count)
+        elif key == "duplicate":
+            metrics.TRANSACTIONS_DUPLICATE.inc(count)
+        else:
+            metrics.rejected(key, count)
