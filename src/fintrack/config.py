@@ -78,7 +78,10 @@ class Settings:
     insecure_open: bool = False  # no auth at all; only `run all` on loopback sets this
 
     # Worker.
-    worker_batch_size: int = 1_000
+    # Batches are only as large as the backlog; when there is one, 2,000 per read decided
+    # 5-7 % more per second than 1,000 (worker_bench, alternating runs), at the price of
+    # Redis running each batch's scripts for a few ms longer.
+    worker_batch_size: int = 2_000
     worker_block_ms: int = 1_000
     worker_claim_idle_ms: int = 30_000
     worker_max_attempts: int = 5
