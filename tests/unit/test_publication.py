@@ -5,9 +5,15 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from fintrack.core.events import Decision, RuleHit, events_for, stream_fields
+from fintrack.core.events import (
+    EVENT_FIELDS,
+    Decision,
+    RuleHit,
+    event_values,
+    events_for,
+    stream_fields,
+)
 from fintrack.core.models import Transaction
-from fintrack.fraud._batch import EVENT_FIELDS, event_values
 
 
 def test_event_values_are_the_stream_fields_as_text() -> None:

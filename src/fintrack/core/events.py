@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -103,11 +103,18 @@ event_encoder = msgspec.json.Encoder()
 event_decoder = msgspec.json.Decoder(SecurityEvent)
 
 
+# The fields of an events-stream entry: readers filter on kind and txn without decoding
+# ``data``, which is sent to SSE clients byte for byte.
+EVENT_FIELDS: Final = ("kind", "txn", "data")
+
+
+def event_values(event: SecurityEvent) -> tuple[str, str, str]:
+    """The values of ``EVENT_FIELDS`` for ``event``, as text, in that order (what the
+    worker's publish script takes)."""
+    return event.kind, event.txn_id, event_encoder.encode(event).decode()
+
+
 def stream_fields(event: SecurityEvent) -> dict[str, bytes]:
-    """The fields of an events-stream entry: readers filter on kind and txn without
-    decoding ``data``, which is sent to SSE clients byte for byte."""
-    return {
-        "kind": event.kind.encode(),
-        "txn": event.txn_id.encode(),
-        "data": event_encoder.encode(event),
-    }
+    """The fields of ``event``'s events-stream entry, as XADD takes them."""
+    values = event_values(event)
+    return {name: value.encode() for name, value in zip(EVENT_FIELDS, values, strict=True)}

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from fintrack.config import Settings
 from fintrack.core.activity import entry_score
-from fintrack.core.events import Decision, SecurityEvent, event_encoder, events_for
+from fintrack.core.events import EVENT_FIELDS, Decision, event_values, events_for
 from fintrack.core.models import Transaction
 from fintrack.core.streams import TXN_GROUP
 from fintrack.fraud._engines import EngineKeeper
@@ -34,15 +34,6 @@ from fintrack.fraud.store import commit_decisions
 logger = structlog.get_logger(__name__)
 
 ERROR_TEXT_MAX = 1_000
-EVENT_FIELDS = ("kind", "txn", "data")  # the fields of core.events.stream_fields
-
-
-def event_values(event: SecurityEvent) -> tuple[str, str, str]:
-    """``core.events.stream_fields(event)`` as text, in ``EVENT_FIELDS`` order: what the
-    publish script takes (without building a dict and decoding each value again)."""
-    return event.kind, event.txn_id, event_encoder.encode(event).decode()
-
-
 # A row PostgreSQL refuses: that transaction fails, the rest of the batch goes on.
 _ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
