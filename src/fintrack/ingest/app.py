@@ -29,7 +29,7 @@ from fintrack.ingest.problems import exception_handlers
 from fintrack.ingest.ratelimit import RateGate
 from fintrack.ingest.requestlog import log_requests
 from fintrack.ingest.routes import TransactionController
-from fintrack.ingest.state import Resources, defaults_from
+from fintrack.ingest.state import Resources, app_resources, defaults_from
 from fintrack.ingest.waiters import BLOCK_MS, Waiters
 
 # Few retries: a client waiting on a 202 is better served by a quick 503 and its own retry.
@@ -111,18 +111,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Ordinary submissions are answered below them but before Litestar (see fastpath).
     app.asgi_handler = log_requests(
         guard_http(
-            fast_submissions(app.asgi_handler, lambda: resources_of_app(app)),
+            fast_submissions(app.asgi_handler, lambda: app_resources(app)),
             max_header_bytes=settings.max_header_bytes,
             headers=API_HEADERS,
             allow=allowed_methods(app),
         )
     )
     return app
-
-
-def resources_of_app(app: Litestar) -> Resources:
-    resources: Resources = app.state.resources
-    return resources
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:

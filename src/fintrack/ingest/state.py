@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from litestar import Litestar
 from litestar.connection import ASGIConnection
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -48,6 +49,11 @@ def settings_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Settings:
     return settings
 
 
-def resources_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Resources:
-    resources: Resources = connection.app.state.resources
+def app_resources(app: Litestar) -> Resources:
+    """What the lifespan opened (present once it has started)."""
+    resources: Resources = app.state.resources
     return resources
+
+
+def resources_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Resources:
+    return app_resources(connection.app)
