@@ -95,10 +95,7 @@ async def archive_rows(settings: Settings, rows: Sequence[tuple[str, SecurityEve
     async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
         async with (
             conn.cursor() as cur,
-            cur.copy(
-                "COPY security_events (id_ms, id_seq, kind, txn_id, user_id, status, severity,"
-                " rules, data) FROM STDIN"
-            ) as copy,
+            cur.copy("COPY security_events (id_ms, id_seq, kind, txn_id, data) FROM STDIN") as copy,
         ):
             for entry_id, event in rows:
                 ms, seq = entry_id.split("-")
@@ -108,10 +105,6 @@ async def archive_rows(settings: Settings, rows: Sequence[tuple[str, SecurityEve
                         int(seq),
                         event.kind,
                         event.txn_id,
-                        event.user_id,
-                        event.status,
-                        event.severity,
-                        [hit.rule for hit in event.reasons],
                         event_encoder.encode(event).decode(),
                     )
                 )

@@ -35,19 +35,14 @@ async def _archive(settings: Settings, ids: list[str]) -> str:
     async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
         async with (
             conn.cursor() as cur,
-            cur.copy(
-                "COPY security_events (id_ms, id_seq, kind, txn_id, user_id, status, severity,"
-                " rules, data) FROM STDIN"
-            ) as copy,
+            cur.copy("COPY security_events (id_ms, id_seq, kind, txn_id, data) FROM STDIN") as copy,
         ):
             for i, entry_id in enumerate(ids):
                 txn_id = str(uuid.UUID(int=i + 1))
                 data = text.replace(template.txn_id, txn_id)
                 first = first or data
                 ms, seq = entry_id.split("-")
-                await copy.write_row(
-                    (ms, seq, "decision", txn_id, "user_1", "FLAGGED", "medium", ["velocity"], data)
-                )
+                await copy.write_row((ms, seq, "decision", txn_id, data))
         await conn.commit()
     return first
 

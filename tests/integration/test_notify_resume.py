@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import psycopg
 import pytest
 from notify_support import decision_events, open_feed, publish
 from redis.asyncio import Redis
 
-from conftest import ADMIN_TOKEN, RoleProcess
+from conftest import ADMIN_TOKEN, RoleProcess, wait_until
 from fintrack.config import Settings
 from fintrack.core.events import event_encoder, stream_fields
 
@@ -97,6 +98,26 @@ async def test_resume_when_redis_holds_nothing_serves_the_archive(
         await feed.read_events(123)
         await feed.read_quiet()
     assert feed.ids == ids + live
+
+
+async def test_an_unreadable_archived_event_is_skipped_on_replay(
+    notifier: RoleProcess, settings: Settings, redis_client: Redis
+) -> None:
+    """A damaged archive row is logged and left out; the replay goes on past it."""
+    ids = await publish(settings, redis_client, decision_events(20), archive=True)
+    await redis_client.xtrim(settings.event_stream, maxlen=0, approximate=False)
+    ms, seq = (int(part) for part in ids[7].split("-"))
+    async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+        await conn.execute(
+            "UPDATE security_events SET data = 'not json' WHERE (id_ms, id_seq) = (%s, %s)",
+            (ms, seq),
+        )
+    async with open_feed(notifier.base_url, ADMIN_TOKEN, last_event_id="0-1") as feed:
+        await feed.read_events(19)
+        await feed.read_quiet()
+    assert feed.ids == ids[:7] + ids[8:]
+    wait_until(lambda: "unreadable archived event skipped" in notifier.log(), 10, "the skip logged")
+    assert ids[7] in notifier.log()
 
 
 async def test_no_last_event_id_means_live_only(

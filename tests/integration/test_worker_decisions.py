@@ -19,7 +19,7 @@ from conftest import RoleProcess, wait_until
 from fintrack.config import Settings
 from fintrack.core import blocklist
 from fintrack.core.db import open_pool
-from fintrack.core.streams import TXN_GROUP, ensure_group
+from fintrack.core.streams import ARCHIVE_GROUP, TXN_GROUP, ensure_group
 from fintrack.core.streams import redis_client as async_redis
 
 StartRole = Callable[..., RoleProcess]
@@ -73,24 +73,50 @@ def test_events_are_archived_with_their_stream_ids(
     assert len(published) >= len(txns)
     with psycopg.connect(wsettings.database_url) as conn:
         archived = {
-            (ms, seq): (kind, txn_id, status, severity, rules, data)
-            for ms, seq, kind, txn_id, status, severity, rules, data in conn.execute(
-                "SELECT id_ms, id_seq, kind, txn_id::text, status, severity, rules, data"
-                " FROM security_events"
+            (ms, seq): (kind, txn_id, data)
+            for ms, seq, kind, txn_id, data in conn.execute(
+                "SELECT id_ms, id_seq, kind, txn_id::text, data FROM security_events"
             )
         }
     assert len(archived) == len(published)
     for entry_id, event, data in published:
         ms, _, seq = entry_id.partition("-")
-        kind, txn_id, status, severity, rules, text = archived[(int(ms), int(seq))]
-        assert (kind, txn_id, status, severity) == (
-            event.kind,
-            event.txn_id,
-            event.status,
-            event.severity,
-        )
-        assert rules == [r.rule for r in event.reasons]
+        kind, txn_id, text = archived[(int(ms), int(seq))]
+        assert (kind, txn_id) == (event.kind, event.txn_id)
         assert text.encode() == data
+
+
+def test_entries_that_are_not_events_are_skipped_by_the_archive(
+    wsettings: Settings, redis_sync: redis.Redis, start_role: StartRole
+) -> None:
+    """A foreign or damaged entry on the events stream is logged and acknowledged, not
+    archived, and does not hold back the well-formed events around it."""
+    worker = start_role("worker", wsettings, "--drain")  # creates the archive group
+    assert worker.proc.wait(60) == 0, worker.log()
+    good = [make_txn(user_id="g1"), make_txn(user_id="g2")]
+    enqueue(redis_sync, wsettings, good)
+    stream = wsettings.event_stream
+    foreign = [
+        redis_sync.xadd(stream, {"kind": "decision", "txn": "not-a-uuid", "data": "{}"}),
+        redis_sync.xadd(stream, {"note": "someone else's entry"}),
+        redis_sync.xadd(stream, {"kind": "audit", "txn": str(good[0].txn_id), "data": "{}"}),
+    ]
+    worker = start_role("worker", wsettings, "--drain")
+    assert worker.proc.wait(60) == 0, worker.log()
+
+    published = {i.decode() for i, _ in redis_sync.xrange(stream)} - {i.decode() for i in foreign}
+    assert len(published) == 2  # the two decisions (both APPROVED)
+    with psycopg.connect(wsettings.database_url) as conn:
+        archived = {
+            f"{ms}-{seq}" for ms, seq in conn.execute("SELECT id_ms, id_seq FROM security_events")
+        }
+    assert archived == published
+    assert redis_sync.xpending(stream, ARCHIVE_GROUP)["pending"] == 0
+    log = worker.log()
+    assert log.count("unarchivable event entry") == 3
+    assert "not a transaction id: 'not-a-uuid'" in log
+    assert "no 'kind' field" in log
+    assert "not an event kind: 'audit'" in log
 
 
 def test_blocklist_change_is_seen_within_five_seconds(

@@ -88,22 +88,16 @@ COPY transactions (txn_id, client_id, user_id, amount, currency, merchant_type, 
                    status, risk_score, received_at, decided_at, failure_reason) FROM STDIN
 """
 _COPY_HITS = "COPY rule_hits (txn_id, rule, score, reason) FROM STDIN"
-_COPY_EVENTS = """
-COPY security_events (id_ms, id_seq, kind, txn_id, user_id, status, severity, rules, data)
-FROM STDIN
-"""
+_COPY_EVENTS = "COPY security_events (id_ms, id_seq, kind, txn_id, data) FROM STDIN"
 # COPY text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-# Inside an array literal each element is double-quoted, with " and \ escaped.
-_ARRAY_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
 _NULL = "\\N"
 
 _ARCHIVE = """
-INSERT INTO security_events (id_ms, id_seq, kind, txn_id, user_id, status, severity, rules, data)
-SELECT id_ms, id_seq, kind, txn_id, user_id, status, severity, rules, data
+INSERT INTO security_events (id_ms, id_seq, kind, txn_id, data)
+SELECT id_ms, id_seq, kind, txn_id, data
 FROM json_to_recordset(%(rows)s::json) AS e(
-    id_ms bigint, id_seq bigint, kind text, txn_id uuid, user_id text, status text,
-    severity text, rules text[], data text)
+    id_ms bigint, id_seq bigint, kind text, txn_id uuid, data text)
 ON CONFLICT (id_ms, id_seq) DO NOTHING
 """
 
@@ -138,16 +132,13 @@ class DecisionVanishedError(FinTrackError):
 
 
 class ArchivedEvent(msgspec.Struct, gc=False):
-    """One events-stream entry as a ``security_events`` row."""
+    """One events-stream entry as a ``security_events`` row (``txn_id`` as text: the
+    stream carries it so, and PostgreSQL's ``uuid`` type checks it)."""
 
     id_ms: int
     id_seq: int
     kind: str
-    txn_id: uuid.UUID
-    user_id: str
-    status: str
-    severity: str
-    rules: tuple[str, ...]
+    txn_id: str
     data: str
 
 
@@ -212,20 +203,11 @@ def _copy_decisions(decisions: Sequence[Decision]) -> tuple[str, str]:
 def _copy_events(events: Sequence[ArchivedEvent]) -> str:
     """The COPY text of ``events``' rows."""
     rows: list[str] = []
-    txn_ids: list[str] = msgspec.to_builtins([e.txn_id for e in events])
-    for e, txn_id in zip(events, txn_ids, strict=True):
-        names = '","'.join(e.rules)
-        if '"' in names or "\\" in names:  # never for our rule names
-            names = '","'.join(rule.translate(_ARRAY_ESCAPES) for rule in e.rules)
-        rules = f'{{"{names}"}}' if e.rules else "{}"
-        row = (
-            f"{e.id_ms}\t{e.id_seq}\t{e.kind}\t{txn_id}\t{e.user_id}\t{e.status}\t"
-            f"{e.severity}\t{rules}\t{e.data}"
-        )
-        if row.count("\t") != 8 or "\\" in row or "\n" in row or "\r" in row:
-            row = _escaped(
-                e.id_ms, e.id_seq, e.kind, txn_id, e.user_id, e.status, e.severity, rules, e.data
-            )
+    for e in events:
+        row = f"{e.id_ms}\t{e.id_seq}\t{e.kind}\t{e.txn_id}\t{e.data}"
+        # JSON escapes control characters, so only a backslash escape in the data needs this.
+        if row.count("\t") != 4 or "\\" in row or "\n" in row or "\r" in row:
+            row = _escaped(e.id_ms, e.id_seq, e.kind, e.txn_id, e.data)
         rows.append(row + "\n")
     return "".join(rows)
 

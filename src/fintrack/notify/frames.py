@@ -115,10 +115,13 @@ def retry_frame(retry_ms: int) -> bytes:
 def frame_from_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Frame:
     """An events-stream entry (fields ``kind``/``txn``/``data``) → its frame.
 
-    Raises ``EventIdError`` or ``msgspec.DecodeError`` for an entry that isn't an event.
+    Raises ``EventIdError``, ``KeyError`` or ``msgspec.DecodeError`` for an entry that isn't
+    an event.
     """
-    event_id = parse_event_id(entry_id)
-    data = fields[b"data"]
+    return _frame(parse_event_id(entry_id), fields[b"data"])
+
+
+def _frame(event_id: EventId, data: bytes) -> Frame:
     summary = _summary_decoder.decode(data)
     meta = EventMeta(
         kind=summary.kind,
@@ -142,17 +145,7 @@ def frames_from_entries(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> 
     return frames
 
 
-def frame_from_row(
-    id_ms: int,
-    id_seq: int,
-    kind: str,
-    user_id: str,
-    status: str,
-    severity: str,
-    rules: Sequence[str],
-    data: str,
-) -> Frame:
-    """A ``security_events`` row → its frame (the archive keeps the filter columns)."""
-    event_id = (id_ms, id_seq)
-    meta = EventMeta(kind, user_id, status, severity_rank(severity), frozenset(rules))
-    return Frame(event_id, meta, encode_frame(event_id, kind, data.encode()))
+def frame_from_row(id_ms: int, id_seq: int, data: str) -> Frame:
+    """A ``security_events`` row → its frame, read like a live one; raises
+    ``msgspec.DecodeError`` for data that isn't an event."""
+    return _frame((id_ms, id_seq), data.encode())

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import msgspec
+import structlog
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
@@ -26,12 +28,14 @@ from fintrack.notify.frames import (
     parse_event_id,
 )
 
+log = structlog.get_logger(__name__)
+
 _PAGE = 1_000  # stream entries per XRANGE
 _ROWS_PER_FETCH = 2_000  # archive rows per round trip of the server-side cursor
 
 # Row comparisons use the (id_ms, id_seq) primary key as a range scan.
 _ARCHIVED = """
-SELECT id_ms, id_seq, kind, user_id, status, severity, rules, data
+SELECT id_ms, id_seq, data
 FROM security_events
 WHERE (id_ms, id_seq) > (%(after_ms)s, %(after_seq)s)
   AND (id_ms, id_seq) <= (%(upto_ms)s, %(upto_seq)s)
@@ -112,5 +116,14 @@ class History:
         ):
             cur.itersize = _ROWS_PER_FETCH
             await cur.execute(_ARCHIVED, params)
-            async for row in cur:
-                yield frame_from_row(*row)
+            async for id_ms, id_seq, data in cur:
+                try:
+                    frame = frame_from_row(id_ms, id_seq, data)
+                except msgspec.DecodeError as e:
+                    log.error(
+                        "unreadable archived event skipped",
+                        entry_id=format_event_id((id_ms, id_seq)),
+                        error=str(e),
+                    )
+                    continue
+                yield frame
