@@ -1,11 +1,15 @@
-"""structlog configuration, done once by the CLI for every role."""
+"""structlog configuration, done once by the CLI for every role; and ``hot_lines`` for
+the one line per request that the api writes (structlog's chain costs too much there)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime
 import logging
 import re
 import sys
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 import structlog
@@ -56,6 +60,54 @@ def _serialize_text(obj: Any, **_: Any) -> str:
     return _encoder.encode(obj).decode()
 
 
+class JsonLines:
+    """JSON lines as the structlog configuration renders them (``event``, ``level``,
+    ``timestamp``, the bound context, redacted), for a line written on every request.
+
+    structlog's processor chain and its flush after each line cost 13–21 µs per line, a
+    tenth of the api's CPU per request; this costs about a third of that. Lines are written
+    to the same buffer as structlog's and flushed at most ``FLUSH_S`` later (by the running
+    event loop; at once without one), so they keep their order with the others."""
+
+    FLUSH_S = 0.05
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._flush_due = False
+
+    def info(self, event: str, fields: dict[str, Any]) -> None:
+        line = structlog.contextvars.get_contextvars()
+        line.update(fields)
+        line["event"] = event
+        line["level"] = "info"
+        # As structlog's TimeStamper(fmt="iso", utc=True) writes it.
+        line["timestamp"] = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+        _redact(None, "", line)
+        self._stream.write(_encoder.encode(line) + b"\n")
+        if self._flush_due:
+            return
+        try:
+            asyncio.get_running_loop().call_later(self.FLUSH_S, self._flush)
+        except RuntimeError:  # no event loop: nothing would flush later
+            self._stream.flush()
+            return
+        self._flush_due = True
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        with contextlib.suppress(OSError, ValueError):  # stderr closed at shutdown
+            self._stream.flush()
+
+
+_hot_lines: JsonLines | None = None
+
+
+def hot_lines() -> JsonLines | None:
+    """The writer for per-request lines when logging is JSON at ``info`` or below, else
+    None (the caller then logs through structlog: readable console lines, or nothing)."""
+    return _hot_lines
+
+
 def configure_logging(settings: Settings) -> None:
     """JSON lines (one object per line; newlines in values are escaped by JSON itself), or
     a readable console format on a terminal."""
@@ -71,6 +123,8 @@ def configure_logging(settings: Settings) -> None:
     if console:
         shared.append(_escape_control)
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    global _hot_lines
+    _hot_lines = None if console or level > logging.INFO else JsonLines(sys.stderr.buffer)
     if console:
         structlog.configure(
             processors=[*shared, structlog.dev.ConsoleRenderer()],

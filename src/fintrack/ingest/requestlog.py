@@ -4,8 +4,9 @@ the per-request Prometheus metrics (count and latency by route and status).
 This wraps the whole Litestar ASGI handler rather than sitting in its middleware stack,
 because Litestar runs middleware only for routed paths: 404s and 405s must be logged too.
 Headers are never logged (they carry credentials); handlers bind ``txn_id`` when known.
-It runs on every request, so it stays cheap: request ids come from a counter, and the
-only context bound is the request id (handlers bind more into the same request's context).
+It runs on every request, so it stays cheap: request ids come from a counter, the only
+context bound is the request id (handlers bind more into the same request's context), and
+JSON lines are written by ``fintrack.log.hot_lines`` rather than structlog's chain.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from fintrack.ingest import metrics
+from fintrack.log import hot_lines
 
 log = structlog.get_logger("fintrack.ingest.access")
 
@@ -93,13 +95,17 @@ def log_requests(app: ASGIApp) -> ASGIApp:
             template = scope.get("path_template")
             if template is not None and template != _METRICS_PATH:
                 metrics.observe_request(scope["method"], template, status, duration_s)
-            log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round(duration_s * 1000, 3),
-            )
+            line = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round(duration_s * 1000, 3),
+            }
+            writer = hot_lines()
+            if writer is None:
+                log.info("request", **line)
+            else:
+                writer.info("request", line)
             structlog.contextvars.unbind_contextvars(*_BOUND)
 
     return logged
