@@ -10,12 +10,13 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
 import redis
 
-from conftest import API_KEY, RoleProcess
+from conftest import API_KEY, RoleProcess, wait_until
 from fintrack.config import Settings
 from fintrack.core.models import transaction_decoder
 
@@ -136,8 +137,16 @@ def test_requests_on_both_paths_are_logged_and_counted_alike(
     http.post("/transactions", json=_body(ids[1]), headers=VIA_LITESTAR)
 
     metrics = http.get("/metrics").text
-    lines = [json.loads(line) for line in api.log().splitlines() if line.startswith("{")]
-    posts = [line for line in lines if line.get("event") == "request" and line["method"] == "POST"]
+
+    def posts_logged() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in api.log().splitlines() if line.startswith("{")]
+        return [
+            line for line in lines if line.get("event") == "request" and line["method"] == "POST"
+        ]
+
+    # Request lines are flushed within JsonLines.FLUSH_S.
+    wait_until(lambda: len(posts_logged()) == 2, 5, "both request lines")
+    posts = posts_logged()
 
     assert sorted(line["txn_id"] for line in posts) == sorted(ids)
     assert {line["status"] for line in posts} == {202}

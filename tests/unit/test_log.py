@@ -15,7 +15,7 @@ import pytest
 import structlog
 
 from fintrack.config import Settings
-from fintrack.log import JsonLines, configure_logging, hot_lines
+from fintrack.log import JsonLines, _buffered, configure_logging, hot_lines
 
 
 def _fail_with_a_secret_in_scope() -> None:
@@ -104,3 +104,19 @@ def test_hot_lines_only_for_json_at_info(settings: Settings) -> None:
     request lines at all: the caller is told to use structlog."""
     with configured(settings):
         assert hot_lines() is None
+
+
+def test_an_unbuffered_stderr_gets_a_buffer(tmp_path: Path) -> None:
+    """With PYTHONUNBUFFERED (as in the image) stderr's binary layer is the raw file; the
+    log stream buffers it, so a request line is not a system call of its own."""
+    with (tmp_path / "out").open("wb", buffering=0) as raw:
+        stream = _buffered(raw)
+        assert stream is not raw
+        JsonLines(stream).info("request", {"n": 1})  # no event loop: flushed at once
+        assert json.loads((tmp_path / "out").read_bytes())["n"] == 1
+        stream.write(b"pending\n")
+        assert (tmp_path / "out").read_bytes().count(b"\n") == 1
+        stream.flush()
+        assert (tmp_path / "out").read_bytes().endswith(b"pending\n")
+    with (tmp_path / "out").open("ab") as already_buffered:
+        assert _buffered(already_buffered) is already_buffered

@@ -31,6 +31,7 @@ from fintrack.ingest.requestlog import log_requests
 from fintrack.ingest.routes import TransactionController
 from fintrack.ingest.state import Resources, app_resources, defaults_from
 from fintrack.ingest.waiters import BLOCK_MS, Waiters
+from fintrack.log import flush_logs
 
 # Few retries: a client waiting on a 202 is better served by a quick 503 and its own retry.
 _REDIS_RETRIES = 1
@@ -71,6 +72,8 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         await pool.close()
         await tail_redis.aclose()
         await redis.aclose()
+        # Granian's worker processes end without running atexit: the last request lines.
+        flush_logs()
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
