@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -19,9 +20,15 @@ from fintrack.config import Settings
 from fintrack.core.activity import activity_key, entry_score
 from fintrack.core.embedded import EmbeddedValkey
 from fintrack.core.errors import UnavailableError
-from fintrack.core.models import Transaction, transaction_decoder
+from fintrack.core.models import Transaction, transaction_decoder, transaction_encoder
 from fintrack.core.streams import redis_client as make_client
-from fintrack.ingest.handoff import Coalescer, HandOff, fingerprint, idempotency_key
+from fintrack.ingest.handoff import (
+    Coalescer,
+    HandOff,
+    fingerprint,
+    idempotency_key,
+    payload_fingerprint,
+)
 
 
 def _txn(n: int = 0, **changes: object) -> Transaction:
@@ -159,3 +166,13 @@ async def test_script_is_reloaded_after_redis_forgets_it(
         assert await client.xlen(private.txn_stream) == 3
     finally:
         await client.aclose()
+
+
+def test_the_payload_fingerprint_is_the_fingerprint_of_the_timeless_transaction() -> None:
+    """The hand-off fingerprints the encoded payload it sends: the same SHA-256 as the
+    transaction with arrival time 0 encoded on its own (keys stored before stay valid)."""
+    for txn in (_txn(0), _txn(1, received_at_ms=1), _txn(2, received_at_ms=10**15)):
+        timeless = msgspec.structs.replace(txn, received_at_ms=0)
+        expected = hashlib.sha256(transaction_encoder.encode(timeless)).hexdigest()
+        assert payload_fingerprint(transaction_encoder.encode(txn)) == expected
+        assert fingerprint(txn) == expected
