@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import os
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ import psycopg
 import redis
 import uvloop
 
+from benchmarks import worker_bench
 from benchmarks._context import Context
 from benchmarks._http import SseClient, open_sse
 from benchmarks._openloop import OpenLoopResult, open_loop
@@ -141,6 +143,7 @@ async def _drive_ours(ctx: Context, api: Server, notifier: Server, rate: int) ->
             seen.setdefault(txn_id, (now_ns, int(event_id.split(b"-")[0])))
 
     client: SseClient = await open_sse(notifier.port, on_frame=on_frame)
+    started = time.monotonic()
     try:
         warm = _warmup(ctx)
         load = await open_loop(api.port, rate=rate, duration_s=ctx.options.duration_s + warm)
@@ -150,7 +153,12 @@ async def _drive_ours(ctx: Context, api: Server, notifier: Server, rate: int) ->
             await asyncio.sleep(0.05)
     finally:
         client.close()
-    return {"load": load, "sse": seen, "skip_before_ns": load.sent[0].due_ns + int(warm * 1e9)}
+    return {
+        "load": load,
+        "sse": seen,
+        "skip_before_ns": load.sent[0].due_ns + int(warm * 1e9),
+        "wall_s": time.monotonic() - started,
+    }
 
 
 async def _drive_reference(ctx: Context, api: Server, database_url: str, rate: int) -> Any:
@@ -169,14 +177,40 @@ def _ours(ctx: Context, rate: int) -> dict[str, Any]:
     with ctx.scope():
         settings = ctx.settings(f"e2e-{rate}")
         api = ctx.start_role("api", settings, f"e2e-{rate}-api")
-        ctx.start_role("worker", settings, f"e2e-{rate}-worker", "--consumer", "bench-e2e")
+        worker = ctx.start_role("worker", settings, f"e2e-{rate}-worker", "--consumer", "bench-e2e")
         _wait_consumer(ctx, settings.txn_stream, TXN_GROUP, "bench-e2e")
         notifier = ctx.start_role(
             "notifier", dataclasses.replace(settings, http_workers=1), f"e2e-{rate}-notifier"
         )
+        roles = {"api": api, "worker": worker, "notifier": notifier}
+        before = _cpu(ctx, settings.database_url, roles)
         driven = uvloop.run(_drive_ours(ctx, api, notifier, rate))
+        used = {
+            name: after - before[name]
+            for name, after in _cpu(ctx, settings.database_url, roles).items()
+        }
         db = _rows_by_txn(settings.database_url)
-    return _latencies(rate, driven["load"], db, driven["sse"], driven["skip_before_ns"])
+    out = _latencies(rate, driven["load"], db, driven["sse"], driven["skip_before_ns"])
+    # Where the two cores went (CPU seconds per second of the run, warm-up included):
+    # with everything on one box, queueing anywhere shows up in every latency.
+    wall = driven["wall_s"]
+    out["cpu_cores_used"] = {name: round(seconds / wall, 3) for name, seconds in used.items()}
+    return out
+
+
+def _cpu(ctx: Context, database_url: str, roles: dict[str, Server]) -> dict[str, float]:
+    """CPU seconds so far of each role's process tree, of this process (the load generator
+    and the SSE client), of Redis and of the PostgreSQL backends serving the database."""
+    own = os.times()
+    database = str(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
+    with redis.Redis.from_url(ctx.redis_url) as client:
+        redis_s = worker_bench.redis_cpu(client)
+    return {
+        **{name: server.cpu_seconds() for name, server in roles.items()},
+        "load generator and SSE client": own.user + own.system,
+        "redis": redis_s,
+        "postgres": sum(worker_bench.pg_backends(database).values()),
+    }
 
 
 def _reference(ctx: Context, rate: int) -> dict[str, Any]:
