@@ -11,12 +11,14 @@ import msgspec
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
 from fintrack.config import Settings
 from fintrack.core.db import open_pool
 from fintrack.core.events import Decision, RuleHit
 from fintrack.core.models import Transaction
 from fintrack.fraud import store
+from fintrack.fraud._scripts import Scripts
 from fintrack.fraud.store import ArchivedEvent, archive_events, commit_decisions
 
 
@@ -147,3 +149,20 @@ async def test_a_refused_row_fails_the_copy_like_the_statement(
             assert await cur.fetchone() == (0,)
     finally:
         await pool.close()
+
+
+async def test_acking_many_ids_in_one_script(settings: Settings, redis_client: Redis) -> None:
+    """``Scripts.ack`` takes any number of ids (in chunks below Lua's unpack limit) and
+    counts only those that were pending."""
+    stream = f"{settings.key_prefix}:ack-test"
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for i in range(2_500):
+            pipe.xadd(stream, {"n": str(i)})
+        ids = [entry_id.decode() for entry_id in await pipe.execute()]
+    await redis_client.xgroup_create(stream, "g", id="0")
+    await redis_client.xreadgroup("g", "c", {stream: ">"}, count=2_000)  # 2,000 pending
+    scripts = Scripts(redis_client)
+    assert await scripts.ack(stream=stream, group="g", ids=ids) == 2_000
+    assert (await redis_client.xpending(stream, "g"))["pending"] == 0
+    assert await scripts.ack(stream=stream, group="g", ids=ids[:10]) == 0
+    assert await scripts.ack(stream=stream, group="g", ids=[]) == 0

@@ -69,6 +69,18 @@ end
 return skipped
 """
 
+# KEYS: stream. ARGV: group, then the ids as one MessagePack list (packing a thousand
+# arguments one by one costs the client more than acknowledging them costs Redis).
+# Returns how many were acknowledged.
+_ACK = """
+local ids = cmsgpack.unpack(ARGV[2])
+local n = 0
+for at = 1, #ids, 1000 do  -- unpack() has a stack limit: ack in chunks
+  n = n + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids, at, math.min(at + 999, #ids)))
+end
+return n
+"""
+
 # KEYS: stream. ARGV: group, consumer, ids... Resets the idle time of those ids still
 # pending for this consumer (XCLAIM JUSTID does not count as a delivery), so a worker
 # waiting out an outage keeps its batch instead of having it reclaimed and re-counted.
@@ -237,7 +249,7 @@ def _text(value: Any) -> str:
 class Scripts:
     """The worker's Lua scripts, registered once on one client."""
 
-    __slots__ = ("_delete_idle", "_ledgers", "_publish", "_redis", "_touch", "_trim")
+    __slots__ = ("_ack", "_delete_idle", "_ledgers", "_publish", "_redis", "_touch", "_trim")
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
@@ -246,6 +258,7 @@ class Scripts:
         self._trim = redis.register_script(_TRIM)
         self._delete_idle = redis.register_script(_DELETE_IDLE_CONSUMERS)
         self._ledgers = redis.register_script(_READ_LEDGERS)
+        self._ack = redis.register_script(_ACK)
 
     async def read_ledgers(
         self,
@@ -330,6 +343,12 @@ class Scripts:
         acked = {item.entry_id for item in items}
         acked.difference_update(_text(i) for i in skipped)
         return acked
+
+    async def ack(self, *, stream: str, group: str, ids: Sequence[str]) -> int:
+        """XACK ``ids`` (any number) for ``group``; returns how many were pending."""
+        if not ids:
+            return 0
+        return int(await self._ack(keys=[stream], args=[group, _msgpack.encode(ids)]))
 
     async def touch(self, *, stream: str, group: str, consumer: str, ids: Sequence[str]) -> int:
         """Reset the idle time of ``ids`` still pending for ``consumer``; returns how many."""

@@ -21,6 +21,7 @@ from fintrack.config import Settings
 from fintrack.core.events import EVENT_FIELDS, EventKind
 from fintrack.core.streams import ARCHIVE_GROUP, ensure_group
 from fintrack.fraud._entries import StreamEntry, parse_entries, parse_read
+from fintrack.fraud._scripts import Scripts
 from fintrack.fraud.store import ArchivedEvent, archive_events
 
 logger = structlog.get_logger(__name__)
@@ -62,7 +63,7 @@ def to_row(entry: StreamEntry) -> ArchivedEvent:
 class Archiver:
     """Copies new events-stream entries into ``security_events``; one per worker."""
 
-    __slots__ = ("_consumer", "_pending_done", "_pool", "_redis", "_settings", "stream")
+    __slots__ = ("_consumer", "_pending_done", "_pool", "_redis", "_scripts", "_settings", "stream")
 
     def __init__(
         self,
@@ -71,8 +72,10 @@ class Archiver:
         settings: Settings,
         *,
         consumer: str,
+        scripts: Scripts,
     ) -> None:
         self._redis = redis
+        self._scripts = scripts
         self._pool = pool
         self._settings = settings
         self._consumer = consumer
@@ -143,4 +146,6 @@ class Archiver:
                 # Nothing to archive and retrying won't help; acked so trimming goes on.
                 logger.exception("unarchivable event entry", entry_id=entry.id)
         await archive_events(self._pool, rows)
-        return int(await self._redis.xack(self.stream, ARCHIVE_GROUP, *(e.id for e in entries)))
+        return await self._scripts.ack(
+            stream=self.stream, group=ARCHIVE_GROUP, ids=[e.id for e in entries]
+        )

@@ -187,7 +187,9 @@ class Worker:
             engines=self._engines,
             crash_after_commits=self._crash_after,
         )
-        self._archiver = Archiver(res.redis, res.pool, s, consumer=self.consumer)
+        self._archiver = Archiver(
+            res.redis, res.pool, s, consumer=self.consumer, scripts=res.scripts
+        )
         self._trimmers = [
             Trimmer(
                 res.redis,
