@@ -10,7 +10,14 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from notify_support import SSEParser, admin_headers, decision_events, publish, sse_events
+from notify_support import (
+    SSEParser,
+    admin_headers,
+    decision_events,
+    open_feed,
+    publish,
+    sse_events,
+)
 from redis.asyncio import Redis
 
 from conftest import ADMIN_TOKEN, RoleProcess
@@ -237,9 +244,25 @@ async def test_health_ready_and_metrics(notifier: RoleProcess, settings: Setting
             await anext(feed.aiter_bytes())
             metrics = (await client.get("/metrics")).text
         assert "fintrack_notifier_sse_clients 1.0" in metrics
-        assert "fintrack_notifier_events_sent_total" in metrics
+        assert "fintrack_notifier_events_sent_total 0.0" in metrics
         assert "fintrack_notifier_clients_dropped_total" in metrics
         assert 'path="/events"' not in metrics  # feeds stay out of the latency histograms
+
+
+async def test_events_sent_counts_each_event_written_to_each_feed(
+    notifier: RoleProcess, settings: Settings, redis_client: Redis
+) -> None:
+    """Two feeds, three events: the counter says six."""
+    async with (
+        open_feed(notifier.base_url, ADMIN_TOKEN) as one,
+        open_feed(notifier.base_url, ADMIN_TOKEN) as two,
+    ):
+        await publish(settings, redis_client, decision_events(3))
+        await one.read_events(3)
+        await two.read_events(3)
+    async with httpx.AsyncClient(base_url=notifier.base_url, timeout=10) as client:
+        metrics = (await client.get("/metrics")).text
+    assert "fintrack_notifier_events_sent_total 6.0" in metrics
 
 
 async def test_open_mode_needs_no_credential(

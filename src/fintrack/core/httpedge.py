@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Final
 
 import msgspec
@@ -23,6 +24,13 @@ API_HEADERS: Final = {
     "referrer-policy": "no-referrer",
     "cache-control": "no-store",
 }
+
+
+# The ``send`` the request came to ``guard_http`` with: the server's own where guard_http
+# is the outermost wrapper and Litestar has no before-send hooks (the notifier). For long
+# streams' body chunks: the wrappers in between act on the response start only, yet cost
+# a call chain per chunk, which was most of the notifier's delivery CPU with many feeds.
+EDGE_SEND: ContextVar[Send | None] = ContextVar("fintrack_edge_send", default=None)
 
 
 def headers_size(scope: Scope) -> int:
@@ -103,6 +111,7 @@ def guard_http(
             for message in _too_large(max_header_bytes):
                 await send_with_headers(message)
             return
+        EDGE_SEND.set(send)
         await app(scope, receive, send_with_headers)
 
     return guarded

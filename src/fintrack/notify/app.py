@@ -13,10 +13,8 @@ from typing import Final
 import structlog
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import HTTPException
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
-from litestar.types import Message, Scope
 
 from fintrack.config import Settings
 from fintrack.core.db import open_pool
@@ -54,15 +52,6 @@ SECURITY_HEADERS: Final = {
     "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",
 }
-
-
-async def _security_headers(message: Message, scope: Scope) -> None:
-    # Every response, including static files, redirects and errors.
-    if message["type"] == "http.response.start":
-        headers = MutableScopeHeaders.from_message(message)
-        for name, value in SECURITY_HEADERS.items():
-            if name not in headers:
-                headers[name] = value
 
 
 def _lifespan(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
@@ -149,7 +138,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         lifespan=[_lifespan(settings)],
         middleware=[prometheus.middleware],
-        before_send=[_security_headers],
         exception_handlers={HTTPException: http_problem, Exception: internal_problem},
         cors_config=cors_config(settings),
         openapi_config=None,  # written out in notify/openapi.py, served by openapi_document
