@@ -6,6 +6,7 @@ import os
 import secrets
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -14,7 +15,7 @@ from psycopg import sql
 
 from conftest import Services
 from fintrack.config import Settings
-from fintrack.core.db import migrations
+from fintrack.core.db import migrate, migrations
 
 
 def fintrack(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -133,3 +134,35 @@ def test_blocklist_commands_round_trip(settings: Settings) -> None:
     again = fintrack("blocklist", "remove", "198.51.100.7", env=env)
     assert again.returncode == 1
     assert "198.51.100.7/32" not in fintrack("blocklist", "list", env=env).stdout
+
+
+def test_migration_0003_keeps_the_previous_workers_archive_working(empty_database: str) -> None:
+    """Expand first: on a schema at 0002 with archived events, 0003 applies, and both the
+    previous release's COPY (filter columns filled) and this release's (left NULL) work,
+    as they must while old and new workers run side by side during a rolling deploy."""
+    with psycopg.connect(empty_database) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, name, text in migrations():
+            if version <= 2:
+                conn.execute(text.encode())
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, name))
+        conn.execute(
+            "INSERT INTO security_events VALUES"
+            " (1, 0, 'decision', gen_random_uuid(), 'u1', 'APPROVED', 'info', '{}', '{}')"
+        )
+    assert migrate(empty_database) == ["0003_lean_event_archive.sql"]
+    with psycopg.connect(empty_database) as conn:
+        old_columns = "id_ms, id_seq, kind, txn_id, user_id, status, severity, rules, data"
+        with conn.cursor().copy(f"COPY security_events ({old_columns}) FROM STDIN") as copy:
+            copy.write_row((2, 0, "alert", str(uuid.uuid4()), "u2", "BLOCKED", "high", ["x"], "{}"))
+        with conn.cursor().copy(
+            "COPY security_events (id_ms, id_seq, kind, txn_id, data) FROM STDIN"
+        ) as copy:
+            copy.write_row((3, 0, "decision", str(uuid.uuid4()), "{}"))
+        rows = conn.execute(
+            "SELECT id_ms, user_id, rules FROM security_events ORDER BY id_ms"
+        ).fetchall()
+    assert rows == [(1, "u1", []), (2, "u2", ["x"]), (3, None, None)]
