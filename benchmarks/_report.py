@@ -31,7 +31,8 @@ class Row:
     def ratio(self) -> float | None:
         if self.ours is None or self.reference is None or not self.reference:
             return None
-        if math.isnan(self.ours) or math.isnan(self.reference):
+        # inf: the reference never got there (some transactions undecided at the end).
+        if not (math.isfinite(self.ours) and math.isfinite(self.reference)):
             return None
         return round(self.ours / self.reference, 4)
 
