@@ -138,8 +138,9 @@ def test_blocklist_commands_round_trip(settings: Settings) -> None:
 
 def test_migration_0003_keeps_the_previous_workers_archive_working(empty_database: str) -> None:
     """Expand first: on a schema at 0002 with archived events, 0003 applies, and both the
-    previous release's COPY (filter columns filled) and this release's (left NULL) work,
-    as they must while old and new workers run side by side during a rolling deploy."""
+    previous release's COPY (filter columns filled) and this release's (left to empty
+    defaults, never NULL, which the previous notifier could not read) work, as they must
+    while old and new workers run side by side during a rolling deploy."""
     with psycopg.connect(empty_database) as conn:
         conn.execute(
             "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
@@ -163,6 +164,10 @@ def test_migration_0003_keeps_the_previous_workers_archive_working(empty_databas
         ) as copy:
             copy.write_row((3, 0, "decision", str(uuid.uuid4()), "{}"))
         rows = conn.execute(
-            "SELECT id_ms, user_id, rules FROM security_events ORDER BY id_ms"
+            "SELECT id_ms, user_id, status, severity, rules FROM security_events ORDER BY id_ms"
         ).fetchall()
-    assert rows == [(1, "u1", []), (2, "u2", ["x"]), (3, None, None)]
+    assert rows == [
+        (1, "u1", "APPROVED", "info", []),
+        (2, "u2", "BLOCKED", "high", ["x"]),
+        (3, "", "", "", []),
+    ]

@@ -28,8 +28,8 @@ API_HEADERS: Final = {
 
 # The ``send`` the request came to ``guard_http`` with: the server's own where guard_http
 # is the outermost wrapper and Litestar has no before-send hooks (the notifier). For long
-# streams' body chunks: the wrappers in between act on the response start only, yet cost
-# a call chain per chunk, which was most of the notifier's delivery CPU with many feeds.
+# streams' body chunks: the wrappers in between act on the response start only, yet each
+# chunk of each feed would pass through all of them.
 EDGE_SEND: ContextVar[Send | None] = ContextVar("fintrack_edge_send", default=None)
 
 
