@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Final
 
 import msgspec
@@ -24,13 +23,6 @@ API_HEADERS: Final = {
     "referrer-policy": "no-referrer",
     "cache-control": "no-store",
 }
-
-
-# The ``send`` the request came to ``guard_http`` with: the server's own where guard_http
-# is the outermost wrapper and Litestar has no before-send hooks (the notifier). For long
-# streams' body chunks: the wrappers in between act on the response start only, yet each
-# chunk of each feed would pass through all of them.
-EDGE_SEND: ContextVar[Send | None] = ContextVar("fintrack_edge_send", default=None)
 
 
 def headers_size(scope: Scope) -> int:
@@ -111,7 +103,6 @@ def guard_http(
             for message in _too_large(max_header_bytes):
                 await send_with_headers(message)
             return
-        EDGE_SEND.set(send)
         await app(scope, receive, send_with_headers)
 
     return guarded

@@ -23,7 +23,6 @@ from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import Receive, Scope, Send
 from redis.exceptions import RedisError
 
-from fintrack.core.httpedge import EDGE_SEND
 from fintrack.notify import metrics
 from fintrack.notify.filters import EventFilter
 from fintrack.notify.frames import PING, EventId, Frame, format_event_id, id_only_frame
@@ -211,12 +210,9 @@ class FeedResponse(ASGIStreamingResponse):
                 await self._body.aclose()
 
     async def _write(self, send: Send, scope: anyio.CancelScope) -> None:
-        # Body chunks go straight to the server (see EDGE_SEND): the wrappers in between
-        # only act on the response start, which has gone out through them already.
-        send_chunk = EDGE_SEND.get() or send
         async for chunk in self._body:
-            await send_chunk({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send_chunk({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
         scope.cancel()
 
     async def _stop_on_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
