@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import socket
@@ -72,6 +71,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from fintrack.config import Settings, SettingsError
 from fintrack.core import blocklist
 from fintrack.core.db import open_pool
+from fintrack.core.heap import settle_after_startup
 from fintrack.core.streams import TXN_GROUP, ensure_group, is_nogroup, redis_client
 from fintrack.fraud._batch import BatchProcessor, BatchStats
 from fintrack.fraud._engines import EngineKeeper
@@ -548,10 +548,7 @@ async def _serve(worker: Worker) -> None:
     try:
         worker.settings.require("redis_url", "database_url")
         await worker.start()
-        # Batches allocate many short-lived objects and hardly any cycles: with start-up's
-        # objects frozen and a higher threshold the collector runs less (measured: ~7% CPU).
-        gc.freeze()
-        gc.set_threshold(20_000, 50, 100)
+        settle_after_startup()
         work = asyncio.create_task(worker.loop())
         stop = asyncio.create_task(worker.stopping.wait())
         await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from fintrack.config import Settings
 from fintrack.core.db import open_pool
+from fintrack.core.heap import settle_after_startup
 from fintrack.core.httpedge import API_HEADERS, allowed_methods, guard_http
 from fintrack.core.streams import redis_client
 from fintrack.ingest.admin import BlocklistController
@@ -63,6 +64,7 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         rate_gate=RateGate(redis, settings),
         limits=limits_from(settings),
     )
+    settle_after_startup()
     try:
         yield
     finally:

@@ -18,6 +18,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from fintrack.config import Settings
 from fintrack.core.db import open_pool
+from fintrack.core.heap import settle_after_startup
 from fintrack.core.httpedge import allowed_methods, guard_http
 from fintrack.core.streams import redis_client
 from fintrack.notify.assets import asset
@@ -95,6 +96,7 @@ def _lifespan(settings: Settings) -> Callable[[Litestar], AbstractAsyncContextMa
             pool=pool,
             session_key=session_key(settings.admin_token_hashes, settings.session_secret),
         )
+        settle_after_startup()
         try:
             with on_stop_signal(hub.drain):
                 yield
