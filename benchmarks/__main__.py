@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-items", type=int, default=1_000)
     p.add_argument("--batch-connections", type=int, default=8)
     p.add_argument("--e2e-rates", default="500,1000", help="offered txn/s, comma-separated")
+    p.add_argument("--e2e-api-workers", type=int, default=1, help="api/reference processes (e2e)")
     p.add_argument("--fanout-clients", type=int, default=500)
     p.add_argument("--fanout-rate", type=int, default=200, help="events/s (fanout)")
     p.add_argument("--idle-connections", type=int, default=5_000)
@@ -72,6 +73,7 @@ def _options(args: argparse.Namespace) -> Options:
         batch_items=args.batch_items,
         batch_connections=args.batch_connections,
         e2e_rates=tuple(int(r) for r in args.e2e_rates.split(",") if r.strip()),
+        e2e_api_workers=args.e2e_api_workers,
         fanout_clients=args.fanout_clients,
         fanout_rate=args.fanout_rate,
         idle_connections=args.idle_connections,

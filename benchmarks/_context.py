@@ -62,6 +62,10 @@ class Options:
     batch_items: int = 1_000
     batch_connections: int = 8
     e2e_rates: tuple[int, ...] = (500, 1_000)
+    # e2e runs the api as deployed by default (FINTRACK_HTTP_WORKERS=1): on two cores that
+    # also carry the worker, the notifier, Redis, PostgreSQL and the load, a second api
+    # process costs more CPU than it adds (measured in docs/performance.md).
+    e2e_api_workers: int = 1
     fanout_clients: int = 500
     fanout_rate: int = 200
     idle_connections: int = 5_000

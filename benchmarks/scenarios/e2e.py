@@ -1,17 +1,19 @@
 """(4) End to end at fixed offered rates (open loop), measured from the scheduled send.
 
-Ours: api + one worker + one notifier. For each transaction the bench records when it
-was due, when the 202 came, and from one SSE client on the notifier when its ``decision``
-event arrived and that event's stream id (Redis clock at publish time, which the worker
-does only after the commit). PostgreSQL gives ``decided_at`` (stamped just before the
-commit) and ``received_at`` (the api's clock). So, per transaction:
+Ours: api + one worker + one notifier, one process each (the api's count:
+``--e2e-api-workers``). For each transaction the bench records when it was due, when the
+202 came, and from one SSE client on the notifier when its ``decision`` event arrived
+and that event's stream id (Redis clock at publish time, which the worker does only after
+the commit). PostgreSQL gives ``decided_at`` (stamped just before the commit) and
+``received_at`` (the api's clock). So, per transaction:
 
 - submit → 202:               answered - due
 - submit → commit:            decided_at - due  (lower bound; the reference's is the same)
 - submit → commit published:  event id ms - due (upper bound of the commit, 1 ms grain)
 - submit → SSE:               SSE receipt - due
 
-Reference: its api + its one-at-a-time worker; no events, so only the first two.
+Reference: its api (as many processes as ours) + its one-at-a-time worker; no events, so
+only the first two.
 The first ``warmup`` seconds of each run are sent but not counted.
 """
 
@@ -176,7 +178,11 @@ async def _drive_reference(ctx: Context, api: Server, database_url: str, rate: i
 def _ours(ctx: Context, rate: int) -> dict[str, Any]:
     with ctx.scope():
         settings = ctx.settings(f"e2e-{rate}")
-        api = ctx.start_role("api", settings, f"e2e-{rate}-api")
+        api = ctx.start_role(
+            "api",
+            dataclasses.replace(settings, http_workers=ctx.options.e2e_api_workers),
+            f"e2e-{rate}-api",
+        )
         worker = ctx.start_role("worker", settings, f"e2e-{rate}-worker", "--consumer", "bench-e2e")
         _wait_consumer(ctx, settings.txn_stream, TXN_GROUP, "bench-e2e")
         notifier = ctx.start_role(
@@ -216,7 +222,9 @@ def _cpu(ctx: Context, database_url: str, roles: dict[str, Server]) -> dict[str,
 def _reference(ctx: Context, rate: int) -> dict[str, Any]:
     with ctx.scope():
         settings = ctx.settings(f"e2e-{rate}-ref")
-        api = ctx.start_reference_api(settings, f"e2e-{rate}-reference")
+        api = ctx.start_reference_api(
+            settings, f"e2e-{rate}-reference", workers=ctx.options.e2e_api_workers
+        )
         ctx.start_reference_worker(settings, f"e2e-{rate}-reference-worker")
         _wait_consumer(ctx, settings.txn_stream, REFERENCE_GROUP, REFERENCE_CONSUMER)
         driven = uvloop.run(_drive_reference(ctx, api, settings.database_url, rate))
