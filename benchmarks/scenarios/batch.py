@@ -30,6 +30,8 @@ def run(ctx: Context) -> ScenarioResult:
             higher_is_better=False),
         Row(NAME, "server CPU per transaction", "us", ours["server_cpu_us_per_txn"],
             ref["server_cpu_us_per_txn"], higher_is_better=False),
+        Row(NAME, "Redis CPU per transaction", "us", ours["redis_cpu_us_per_txn"],
+            ref["redis_cpu_us_per_txn"], higher_is_better=False),
     ]  # fmt: skip
     return ScenarioResult(
         NAME, rows, {"ours": ours, "reference_single_post": ref, "items": o.batch_items}

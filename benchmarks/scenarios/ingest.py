@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from benchmarks import worker_bench
 from benchmarks._context import Context
 from benchmarks._procs import Server
 from benchmarks._report import Row, ScenarioResult
@@ -27,7 +28,7 @@ def warmup_s(ctx: Context) -> float:
 
 
 def measure_post(ctx: Context, server: Server, *, batch_items: int = 0) -> dict[str, Any]:
-    """Warm up, then one measured wrk run; the server's CPU time is recorded too."""
+    """Warm up, then one measured wrk run; the server's and Redis's CPU time too."""
     o = ctx.options
     path = "/transactions/batch" if batch_items else "/transactions"
     connections = o.batch_connections if batch_items else o.connections
@@ -39,6 +40,7 @@ def measure_post(ctx: Context, server: Server, *, batch_items: int = 0) -> dict[
             batch_items=batch_items,
         )
     cpu_before = server.cpu_seconds()
+    redis_before = _redis_cpu(ctx)
     result = run_wrk(
         server.base_url + path,
         duration_s=o.duration_s,
@@ -47,10 +49,21 @@ def measure_post(ctx: Context, server: Server, *, batch_items: int = 0) -> dict[
     )
     server.check_alive()
     cpu = server.cpu_seconds() - cpu_before
+    redis_cpu = _redis_cpu(ctx) - redis_before
     result["server_cpu_s"] = round(cpu, 2)
     done = result["requests"] * max(batch_items, 1)
     result["server_cpu_us_per_txn"] = round(cpu / done * 1e6, 1) if done else None
+    # Redis shares the cores: with batches its scripts cost about as much as the api.
+    result["redis_cpu_us_per_txn"] = round(redis_cpu / done * 1e6, 1) if done else None
     return result
+
+
+def _redis_cpu(ctx: Context) -> float:
+    client = redis.Redis.from_url(ctx.redis_url)
+    try:
+        return worker_bench.redis_cpu(client)
+    finally:
+        client.close()
 
 
 def stream_length(ctx: Context, stream: str) -> int:
