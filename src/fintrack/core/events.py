@@ -73,15 +73,23 @@ def iso_ms(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def events_for(decision: Decision) -> list[SecurityEvent]:
-    """The events one decision publishes: always a ``decision``, plus an ``alert`` if risky."""
+def events_for(decision: Decision, txn_id: str | None = None) -> list[SecurityEvent]:
+    """The events one decision publishes: always a ``decision``, plus an ``alert`` if risky.
+    ``txn_id``: the transaction id as text, if the caller has it already."""
+    base = _decision_event(decision, txn_id)
+    if decision.status == "APPROVED":
+        return [base]
+    return [base, msgspec.structs.replace(base, kind="alert")]
+
+
+def _decision_event(decision: Decision, txn_id: str | None) -> SecurityEvent:
     txn = decision.txn
     reasons = decision.hits
     if decision.failure_reason is not None:
         reasons = (*reasons, RuleHit("processing", 0, decision.failure_reason))
-    base = SecurityEvent(
+    return SecurityEvent(
         kind="decision",
-        txn_id=str(txn.txn_id),
+        txn_id=str(txn.txn_id) if txn_id is None else txn_id,
         user_id=txn.user_id,
         amount=str(txn.amount),
         currency=txn.currency,
@@ -94,9 +102,6 @@ def events_for(decision: Decision) -> list[SecurityEvent]:
         received_at=iso_ms(txn.received_at_ms),
         decided_at=iso_ms(decision.decided_at_ms),
     )
-    if decision.status == "APPROVED":
-        return [base]
-    return [base, msgspec.structs.replace(base, kind="alert")]
 
 
 event_encoder = msgspec.json.Encoder()
@@ -112,6 +117,22 @@ def event_values(event: SecurityEvent) -> tuple[str, str, str]:
     """The values of ``EVENT_FIELDS`` for ``event``, as text, in that order (what the
     worker's publish script takes)."""
     return event.kind, event.txn_id, event_encoder.encode(event).decode()
+
+
+# ``kind`` is SecurityEvent's first field, so an event's JSON starts with it.
+_DECISION_HEAD: Final = '{"kind":"decision",'
+_ALERT_HEAD: Final = '{"kind":"alert",'
+
+
+def published_values(decision: Decision, txn_id: str | None = None) -> list[str]:
+    """``event_values`` of each of ``events_for(decision)``, one after the other. The JSON
+    is encoded once: an alert is its decision event with another ``kind``, the first key."""
+    base = _decision_event(decision, txn_id)
+    data = event_encoder.encode(base).decode()
+    values = ["decision", base.txn_id, data]
+    if decision.status != "APPROVED":
+        values += ("alert", base.txn_id, _ALERT_HEAD + data[len(_DECISION_HEAD) :])
+    return values
 
 
 def stream_fields(event: SecurityEvent) -> dict[str, bytes]:
