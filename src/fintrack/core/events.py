@@ -73,16 +73,16 @@ def iso_ms(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def events_for(decision: Decision, txn_id: str | None = None) -> list[SecurityEvent]:
-    """The events one decision publishes: always a ``decision``, plus an ``alert`` if risky.
-    ``txn_id``: the transaction id as text, if the caller has it already."""
-    base = _decision_event(decision, txn_id)
+def events_for(decision: Decision) -> list[SecurityEvent]:
+    """The events one decision publishes: always a ``decision``, plus an ``alert`` if risky."""
+    base = _decision_event(decision, None)
     if decision.status == "APPROVED":
         return [base]
     return [base, msgspec.structs.replace(base, kind="alert")]
 
 
 def _decision_event(decision: Decision, txn_id: str | None) -> SecurityEvent:
+    """The ``decision`` event; ``txn_id``: the transaction id as text, if the caller has it."""
     txn = decision.txn
     reasons = decision.hits
     if decision.failure_reason is not None:
@@ -126,7 +126,8 @@ _ALERT_HEAD: Final = '{"kind":"alert",'
 
 def published_values(decision: Decision, txn_id: str | None = None) -> list[str]:
     """``event_values`` of each of ``events_for(decision)``, one after the other. The JSON
-    is encoded once: an alert is its decision event with another ``kind``, the first key."""
+    is encoded once: an alert is its decision event with another ``kind``, the first key.
+    ``txn_id``: the transaction id as text, if the caller has it already."""
     base = _decision_event(decision, txn_id)
     data = event_encoder.encode(base).decode()
     values = ["decision", base.txn_id, data]
