@@ -234,9 +234,9 @@ class BatchProcessor:
         stats = BatchStats()
         publications: list[Publication] = []
         # Every transaction id as text in one call (msgspec does it in C; str() is slow).
-        decided = [item.decision for item in items if item.decision is not None]
-        texts: list[str] = msgspec.to_builtins([d.txn.txn_id for d in decided])
-        txn_ids = {id(d): text for d, text in zip(decided, texts, strict=True)}
+        ids = [item.decision.txn.txn_id for item in items if item.decision is not None]
+        texts: list[str] = msgspec.to_builtins(ids)
+        txn_ids = dict(zip(ids, texts, strict=True))
         for item in items:
             if item.duplicate:
                 publications.append(Publication(item.entry.id, None, ()))
@@ -247,7 +247,9 @@ class BatchProcessor:
             decision = item.decision
             if item.dead and decision is not None and decision.status != "FAILED":
                 item.dead = False  # decided by an earlier delivery: that decision stands
-            values = [] if decision is None else published_values(decision, txn_ids[id(decision)])
+            values: list[str] = []
+            if decision is not None:
+                values = published_values(decision, txn_ids[decision.txn.txn_id])
             dead = None
             if item.dead:
                 dead = DeadLetter(item.entry.payload, item.error or "", item.attempts)
