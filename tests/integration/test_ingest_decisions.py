@@ -349,12 +349,15 @@ async def test_export_streams_own_history_as_ndjson_with_filters(
         ({"until": "0.5"}, "until"),
         ({"status": "PENDING"}, "status"),
         ({"user_id": "u" * 65}, "user_id"),
+        ({"user_id": ["alice", "bob"]}, "user_id"),
+        ({"status": ["APPROVED", "BLOCKED"]}, "status"),
     ],
 )
 async def test_export_refuses_bad_filters_naming_them(
-    client: Client, params: dict[str, str], field: str
+    client: Client, params: dict[str, str | list[str]], field: str
 ) -> None:
-    """Unreadable times, a status never stored, an overlong user → 422 naming the filter."""
+    """Unreadable times, a status never stored, an overlong or repeated filter → 422
+    naming the filter."""
     response = await client.get("/transactions", params=params, headers=ACME)
 
     assert response.status_code == 422

@@ -213,6 +213,10 @@ class TransactionController(Controller):
         ] = None,
     ) -> Stream:
         res = resources_of(request)
+        for name in ExportFilter._fields:
+            # Each filter takes one value: a repeated one would silently drop the others.
+            if len(request.query_params.getall(name, [])) > 1:
+                raise FieldError(name, "must be given at most once")
         if user_id is not None and len(user_id) > res.settings.max_text_length:
             # No user id that long can exist (FINTRACK_MAX_TEXT_LENGTH).
             raise FieldError("user_id", f"must be at most {res.settings.max_text_length} long")
