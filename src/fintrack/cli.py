@@ -89,8 +89,10 @@ def run_notifier(host: Host = None, port: Port = None) -> None:
         host=settings.notifier_host,
         port=settings.notifier_port,
         workers=settings.http_workers,
-        # An open SSE stream counts as in flight: never wait longer than a stream lives.
-        kill_timeout_s=max(1, min(30, int(settings.sse_lifetime_s))),
+        # An open SSE stream counts as in flight: never wait longer than a stream lives
+        # (SIGTERM ends the streams anyway), but give the shutdown itself time on a busy
+        # host: with 1 s Granian killed the worker of a test notifier mid-shutdown.
+        kill_timeout_s=max(5, min(30, int(settings.sse_lifetime_s))),
         # Every open SSE stream is a request in flight: leave room for the client limit.
         backpressure=settings.sse_max_clients + 256,
     )
