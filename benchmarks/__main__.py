@@ -141,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 result = ScenarioResult(name, error=str(e).splitlines()[0] if str(e) else repr(e))
             result.detail["scenario_wall_s"] = round(time.monotonic() - t0, 1)
+            try:
+                ctx.settle()
+            except Exception as e:  # the scenarios after it will say what is down
+                print(f"could not clear up after {name}: {e!r}", file=sys.stderr)
             results.append(result)
             print(render_table([result]), file=sys.stderr, flush=True)
         meta = {

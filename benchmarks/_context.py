@@ -136,6 +136,18 @@ class Context:
         """Stop what is still running, delete every key of this run and drop every
         database it created."""
         self._stack.close()
+        self._drop_data(keep_template=False)
+
+    def settle(self) -> None:
+        """Between scenarios: drop what the last one left (keys, databases) and flush
+        PostgreSQL's dirty pages now, so that the next one is not measured while Redis
+        holds hundreds of thousands of earlier keys or a checkpoint writes out an earlier scenario's
+        rows."""
+        self._drop_data(keep_template=True)
+        with psycopg.connect(self.admin_database_url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+
+    def _drop_data(self, *, keep_template: bool) -> None:
         client = redis.Redis.from_url(self.redis_url)
         try:
             keys = list(client.scan_iter(match=f"{self.key_root}:*", count=1000))
@@ -143,12 +155,16 @@ class Context:
                 client.delete(*keys[start : start + 500])
         finally:
             client.close()
+        kept = [self._template] if keep_template and self._template else []
         with psycopg.connect(self.admin_database_url, autocommit=True) as conn:
             for name in reversed(self._databases):
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
-        self._databases.clear()
+                if name not in kept:
+                    conn.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(name)
+                        )
+                    )
+        self._databases = kept
 
     # ---- processes -------------------------------------------------------------------
 
