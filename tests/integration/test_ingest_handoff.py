@@ -176,3 +176,48 @@ def test_the_payload_fingerprint_is_the_fingerprint_of_the_timeless_transaction(
         expected = hashlib.sha256(transaction_encoder.encode(timeless)).hexdigest()
         assert payload_fingerprint(transaction_encoder.encode(txn)) == expected
         assert fingerprint(txn) == expected
+
+
+async def test_an_item_redis_refuses_out_of_memory_leaves_nothing_behind(
+    settings: Settings, private_valkey: str
+) -> None:
+    """Over maxmemory (noeviction) the item fails and writes nothing: no idempotency claim
+    (a retry would otherwise be answered as a duplicate of nothing), no entry, no ledger."""
+    private = replace(settings, redis_url=private_valkey)
+    client = make_client(private)
+    txn = _txn(1)
+    try:
+        handoff = HandOff(client, private)
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.config_set("maxmemory", "1")
+        try:
+            (refused,) = await handoff.submit_many([txn])
+        finally:
+            await client.config_set("maxmemory", "0")
+
+        assert refused.outcome == "failed"
+        idem = idempotency_key(private, str(txn.txn_id))
+        ledger = activity_key(private, txn.user_id)
+        assert await client.exists(idem, ledger, private.txn_stream) == 0
+        assert [r.outcome for r in await handoff.submit_many([txn])] == ["accepted"]
+    finally:
+        await client.aclose()
+
+
+async def test_an_item_whose_append_is_refused_gives_its_claim_back(
+    settings: Settings, redis_client: Redis
+) -> None:
+    """The idempotency key is claimed before the append: if Redis then refuses the append
+    (here the stream's key holds a string), the claim is deleted and the item fails."""
+    await redis_client.set(settings.txn_stream, "not a stream")
+    txn = _txn(1)
+
+    (refused,) = await HandOff(redis_client, settings).submit_many([txn])
+
+    assert refused.outcome == "failed"
+    idem = idempotency_key(settings, str(txn.txn_id))
+    assert await redis_client.exists(idem, activity_key(settings, txn.user_id)) == 0
+    await redis_client.delete(settings.txn_stream)
+    assert [r.outcome for r in await HandOff(redis_client, settings).submit_many([txn])] == [
+        "accepted"
+    ]

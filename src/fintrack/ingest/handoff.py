@@ -55,10 +55,11 @@ HANDOFF_TIMEOUT_S: Final = 1.5  # a 503 in 1.5 s beats a client timing out on us
 #   several arguments per item was most of the api's hand-off CPU, and cmsgpack is C.
 #   The per-item keys travel in it, so this script assumes a single Redis, not a cluster.)
 # Returns one reply per item: its stream id, 'dup', 'conflict', 'rate:<ms to wait>', or
-#   'err:<message>' when its XADD was refused (e.g. out of memory; nothing of it written).
+#   'err:<message>' when Redis refused a write (e.g. out of memory; nothing of it written).
 # Scores are formatted with %.0f: Lua would print a number above 1e14 as 1.7e+15.
-# The rate check only reads until the item is known to count; XADD runs before any other
-# write of an accepted item, so a failing XADD leaves nothing of it.
+# The rate check only reads until the item is known to count; the idempotency claim (SET NX
+# GET, Redis 7+) and XADD run before any other write of an accepted item, and a refused
+# XADD deletes the claim, so a refused item leaves nothing behind.
 SCRIPT: Final = (
     BUCKET_LUA
     + """
@@ -73,17 +74,20 @@ for i, item in ipairs(cmsgpack.unpack(ARGV[5])) do
   if limit > 0 and left < 0 then
     replies[i] = 'rate:' .. string.format('%.0f', -left)
   else
-    local prior = redis.call('GET', idem)
-    if prior then
+    -- Claims the key if it is free, else answers what it holds: one call, not GET + SET.
+    local prior = redis.pcall('SET', idem, item[4], 'NX', 'GET', 'EX', ttl)
+    if type(prior) == 'table' then
+      replies[i] = 'err:' .. tostring(prior.err)
+    elseif prior then
       if limit > 0 then spend(rate, left, now, window) end
       if prior == item[4] then replies[i] = 'dup' else replies[i] = 'conflict' end
     else
       local id = redis.pcall('XADD', KEYS[1], '*', 'txn', item[5])
       if type(id) == 'table' then
+        redis.call('DEL', idem)  -- the claim goes too: nothing of the item is left
         replies[i] = 'err:' .. tostring(id.err)
       else
         if limit > 0 then spend(rate, left, now, window) end
-        redis.call('SET', idem, item[4], 'EX', ttl)
         local dash = string.find(id, '-', 1, true)
         local ms = tonumber(string.sub(id, 1, dash - 1))
         local seq = math.min(tonumber(string.sub(id, dash + 1)), 999)
