@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from fintrack import cli
+from fintrack import cli, log
 from fintrack.core import serve
 
 
@@ -19,6 +19,9 @@ def test_notifier_shutdown_waits_for_streams_within_bounds(
     with 1 s it killed a test notifier mid-shutdown on a busy host."""
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(serve, "serve", lambda target, **options: calls.append(options))
+    # The command would point this process's logging at the runner's captured output,
+    # closed once it returns: later tests in the process could no longer log.
+    monkeypatch.setattr(log, "configure_logging", lambda settings: None)
     monkeypatch.setenv("FINTRACK_SSE_LIFETIME_S", lifetime)
 
     result = CliRunner().invoke(cli.app, ["run", "notifier"])
