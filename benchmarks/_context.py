@@ -141,8 +141,7 @@ class Context:
     def settle(self) -> None:
         """Between scenarios: drop what the last one left (keys, databases) and flush
         PostgreSQL's dirty pages now, so that the next one is not measured while Redis
-        holds hundreds of thousands of earlier keys or a checkpoint writes out an earlier scenario's
-        rows."""
+        holds the last one's keys or a checkpoint writes out its rows."""
         self._drop_data(keep_template=True)
         with psycopg.connect(self.admin_database_url, autocommit=True) as conn:
             conn.execute("CHECKPOINT")
@@ -156,14 +155,11 @@ class Context:
         finally:
             client.close()
         kept = [self._template] if keep_template and self._template else []
+        dropped = [name for name in reversed(self._databases) if name not in kept]
         with psycopg.connect(self.admin_database_url, autocommit=True) as conn:
-            for name in reversed(self._databases):
-                if name not in kept:
-                    conn.execute(
-                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                            sql.Identifier(name)
-                        )
-                    )
+            for name in dropped:
+                query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                conn.execute(query.format(sql.Identifier(name)))
         self._databases = kept
 
     # ---- processes -------------------------------------------------------------------
