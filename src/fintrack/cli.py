@@ -50,7 +50,7 @@ def run_api(host: Host = None, port: Port = None) -> None:
 
     settings = _settings(api_host=host, api_port=port)
     serve(
-        "fintrack.ingest.app:create_app",
+        "fintrack.ingest.app:create_rsgi_app",
         host=settings.api_host,
         port=settings.api_port,
         workers=settings.http_workers,
@@ -59,6 +59,7 @@ def run_api(host: Host = None, port: Port = None) -> None:
         # leaves idle keep-alive connections beyond it unaccepted; a generous cap costs
         # only memory for connections actually held.
         backpressure=10_000,
+        rsgi=True,
     )
 
 

@@ -19,6 +19,7 @@ def serve(
     workers: int,
     kill_timeout_s: int,
     backpressure: int | None = None,
+    rsgi: bool = False,
 ) -> None:
     """Serve ``module:factory`` on host:port until SIGINT/SIGTERM.
 
@@ -37,7 +38,7 @@ def serve(
         factory=True,
         address=host,
         port=port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI if rsgi else Interfaces.ASGI,
         workers=workers,
         loop=Loops.uvloop,
         http=HTTPModes.http1,

@@ -17,6 +17,7 @@ from fintrack.config import Settings
 from fintrack.core.db import open_pool
 from fintrack.core.heap import settle_after_startup
 from fintrack.core.httpedge import API_HEADERS, allowed_methods, guard_http
+from fintrack.core.rsgi import RSGIAdapter
 from fintrack.core.streams import redis_client
 from fintrack.ingest.admin import BlocklistController
 from fintrack.ingest.fastpath import fast_submissions
@@ -123,6 +124,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
     )
     return app
+
+
+def create_rsgi_app() -> RSGIAdapter:
+    """``create_app()`` (settings from the environment) served through Granian's RSGI
+    interface, which costs less per request than its ASGI one (see ``core.rsgi``)."""
+    app = create_app()
+    return RSGIAdapter(app, max_body_bytes=app.state.settings.max_body_bytes)
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:
