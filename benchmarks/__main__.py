@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=int, default=64, help="wrk connections (ingest)")
     p.add_argument("--batch-items", type=int, default=1_000)
     p.add_argument("--batch-connections", type=int, default=8)
+    p.add_argument("--batch-api-workers", type=int, default=1, help="api processes (batch)")
     p.add_argument("--e2e-rates", default="500,1000", help="offered txn/s, comma-separated")
     p.add_argument("--e2e-api-workers", type=int, default=1, help="api/reference processes (e2e)")
     p.add_argument("--fanout-clients", type=int, default=500)
@@ -72,6 +73,7 @@ def _options(args: argparse.Namespace) -> Options:
         connections=args.connections,
         batch_items=args.batch_items,
         batch_connections=args.batch_connections,
+        batch_api_workers=args.batch_api_workers,
         e2e_rates=tuple(int(r) for r in args.e2e_rates.split(",") if r.strip()),
         e2e_api_workers=args.e2e_api_workers,
         fanout_clients=args.fanout_clients,
