@@ -83,6 +83,10 @@ class Settings:
     # Redis running each batch's scripts for a few ms longer.
     worker_batch_size: int = 2_000
     worker_block_ms: int = 1_000
+    # Caught up, a worker waits this long after a batch before reading again, so that a
+    # trickle of transactions makes fewer, larger batches: each batch costs round trips
+    # (and wake-ups) whatever its size. 0: read again at once.
+    worker_linger_ms: int = 2
     worker_claim_idle_ms: int = 30_000
     worker_max_attempts: int = 5
     worker_consumer: str = ""  # empty: hostname-pid, unique per process
@@ -156,6 +160,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be at least 1")
+        if not 0 <= self.worker_linger_ms <= 1000:
+            raise SettingsError(f"{PREFIX}WORKER_LINGER_MS: must be between 0 and 1000")
         if self.max_json_depth < 2:
             # A batch is an array of objects: depth 2 is the least a valid body needs.
             raise SettingsError(f"{PREFIX}MAX_JSON_DEPTH: must be at least 2")
