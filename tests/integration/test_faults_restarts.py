@@ -324,7 +324,12 @@ def test_worker_sigkill_at_random_points_keeps_the_outcome_invariant(
                         proc.proc.send_signal(signal.SIGCONT)
                         return False
 
-                    wait_until(holding, 30, f"{consumer} holding a batch")
+                    # Polled every 2 ms, not wait_until's 50: each batch is held for a few
+                    # ms only, and under a full test run's load 50 ms polls missed them all.
+                    deadline = time.monotonic() + 30
+                    while not holding():
+                        assert time.monotonic() < deadline, f"{consumer} never held a batch"
+                        time.sleep(0.002)
                 else:
                     time.sleep(rng.uniform(0.0, 0.5))  # any moment: reading, deciding, idle
                 victim.proc.send_signal(signal.SIGKILL)
