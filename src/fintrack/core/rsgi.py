@@ -23,11 +23,14 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import structlog
-from granian._granian import RSGIHTTPProtocol, RSGIProtocolClosed
+
+# granian.rsgi re-exports these under shorter names without declaring them public.
+from granian.rsgi import HTTPProtocol as RSGIHTTPProtocol  # type: ignore[attr-defined]
+from granian.rsgi import ProtocolClosed as RSGIProtocolClosed  # type: ignore[attr-defined]
 from granian.rsgi import Scope as RSGIScope
 
 # ASGI messages and scopes are plain dicts here: Litestar's TypedDicts for them describe
-# an app's view, and this is the server's side (one cast where the app is called).
+# an app's view, and this is the server's side.
 Message = dict[str, Any]
 
 log = structlog.get_logger(__name__)
