@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from fintrack.config import Settings
 from fintrack.core.activity import activity_key, entry_score
-from fintrack.fraud import _history
+from fintrack.fraud import _history, _scripts
 from fintrack.fraud._history import Histories, LedgerCache, facts_for, fetch_histories
 from fintrack.fraud._scripts import LedgerReply, Scripts
 from fintrack.fraud.facts import Facts
@@ -116,3 +116,49 @@ async def test_a_busy_users_held_ledger_gives_the_capped_figures(
         if k == 20:
             await _compare(scripts, redis_client, settings, cache, [chunks[3]])  # reclaimed
     assert scripts.short > 30
+
+
+async def test_ledgers_read_in_several_calls_give_the_figures_of_one_call(
+    settings: Settings, redis_sync: redis.Redis, redis_client: Redis, monkeypatch: Any
+) -> None:
+    """A batch's ledgers are read ``LEDGER_CHUNK`` sets per script call (so that api
+    hand-offs run in between): with 5 per call, cached and not, the figures are those of
+    one call per batch."""
+    rng = random.Random(3)
+    users = [f"u{i}" for i in range(12)]
+    txns = [
+        make_txn(user_id=rng.choice(users), amount=f"{rng.randrange(1, 50_000)}.00")
+        for _ in range(600)
+    ]
+    ids = enqueue(redis_sync, settings, txns)
+    batch = [(t.user_id, entry_score(i)) for t, i in zip(txns, ids, strict=True)]
+    chunks = [batch[k : k + 50] for k in range(0, len(batch), 50)]
+    scripts = _Counting(redis_client)
+    one_call = [
+        _facts(await fetch_histories(scripts, redis_client, settings, RULES, c), c) for c in chunks
+    ]
+    # How many ledgers a cache lets one call per batch read the short way.
+    cache = LedgerCache(min_entries=2)
+    for c in chunks:
+        await fetch_histories(scripts, redis_client, settings, RULES, c, cache)
+    short_in_one_call, scripts.short = scripts.short, 0
+    calls = 0
+    read = scripts._ledgers
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await read(*args, **kwargs)
+
+    scripts._ledgers = counted  # type: ignore[assignment]
+    monkeypatch.setattr(_scripts, "LEDGER_CHUNK", 5)
+    cache = LedgerCache(min_entries=2)
+    for c, expected in zip(chunks, one_call, strict=True):
+        plain = await fetch_histories(scripts, redis_client, settings, RULES, c)
+        assert _facts(plain, c) == expected
+        cached = await fetch_histories(scripts, redis_client, settings, RULES, c, cache)
+        assert _facts(cached, c) == expected
+    assert calls >= 2 * len(chunks) * 2  # 12 users: 3 calls per read
+    # Held ledgers were found in every call, not just the first.
+    assert short_in_one_call > 50
+    assert scripts.short == short_in_one_call

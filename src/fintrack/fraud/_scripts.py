@@ -198,6 +198,11 @@ return out
 """
 
 
+# Sets per ledger-read call (see ``Scripts.read_ledgers``): 1,000 busy users' ledgers held
+# Redis for up to 25 ms in one call here; 1,000 quiet users' for ~14 ms.
+LEDGER_CHUNK = 500
+
+
 class Known(NamedTuple):
     """A ledger the caller holds: see ``Scripts.read_ledgers``."""
 
@@ -280,19 +285,30 @@ class Scripts:
         ``capped``, at most ``cap`` above ``lower`` in all), only its members in
         ``(upper, the upper argument]`` are returned, and its index is listed in
         ``short``."""
-        document = _msgpack.encode(
-            [(k.position + 1, str(k.upper), str(k.since), k.members, int(k.capped)) for k in known]
-        )
-        reply = await self._ledgers(
-            keys=[version_key, *keys], args=[lower, upper, lowest, cap, document]
-        )
-        # A missing key is `false` in Lua: it holds its slot and comes back as None.
-        return LedgerReply(
-            reply[0],
-            list(reply[1:-2]),
-            [int(i) - 1 for i in reply[-2]],
-            [int(i) - 1 for i in reply[-1]],
-        )
+        # In calls of LEDGER_CHUNK sets, one round trip each: one call holds Redis while it
+        # runs, and the api's hand-offs wait behind it. (Every call reads the same score
+        # range, so the figures do not depend on when each set was read.)
+        version: bytes | None = None
+        result = LedgerReply(None, [], [], [])
+        for start in range(0, max(len(keys), 1), LEDGER_CHUNK):
+            chunk = keys[start : start + LEDGER_CHUNK]
+            document = _msgpack.encode(
+                [
+                    (k.position - start + 1, str(k.upper), str(k.since), k.members, int(k.capped))
+                    for k in known
+                    if start <= k.position < start + LEDGER_CHUNK
+                ]
+            )
+            reply = await self._ledgers(
+                keys=[version_key, *chunk], args=[lower, upper, lowest, cap, document]
+            )
+            if start == 0:
+                version = reply[0]
+            # A missing key is `false` in Lua: it holds its slot and comes back as None.
+            result.ledgers.extend(reply[1:-2])
+            result.capped.extend(int(i) - 1 + start for i in reply[-2])
+            result.short.extend(int(i) - 1 + start for i in reply[-1])
+        return result._replace(version=version)
 
     async def publish_and_ack(
         self,
