@@ -82,7 +82,7 @@ class Settings:
     # 13-20 % more per second than 2,000 (and 2,000 5-7 % more than 1,000): a user's share
     # of a batch's work is spread over more of the user's transactions. The batch's Redis
     # scripts run in calls of at most 500 ledgers / 1,000 entries, so that api hand-offs
-    # run in between (``fraud._scripts.LEDGER_CHUNK``, ``fraud._batch.PUBLISH_CHUNK``).
+    # run in between (``fraud._scripts.LEDGER_CHUNK`` and ``PUBLISH_CHUNK``).
     worker_batch_size: int = 4_000
     worker_block_ms: int = 1_000
     # Caught up, a worker waits this long after a batch before reading again, so that a

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 import redis
 from enqueue import enqueue, make_txn
@@ -16,7 +17,7 @@ from worker_checks import assert_published_once, decided, pending
 from fintrack.config import Settings
 from fintrack.core.db import open_pool
 from fintrack.core.streams import TXN_GROUP, ensure_group
-from fintrack.fraud import _batch
+from fintrack.fraud import _scripts
 from fintrack.fraud._batch import BatchProcessor
 from fintrack.fraud._engines import EngineKeeper
 from fintrack.fraud._entries import parse_read
@@ -24,15 +25,19 @@ from fintrack.fraud._scripts import Scripts
 
 
 class CountingScripts(Scripts):
-    """The real scripts, counting the entries of each publish-and-ack call."""
+    """The real scripts, counting the entries of each publish-and-ack script call."""
 
     def __init__(self, redis: Redis) -> None:
         super().__init__(redis)
         self.calls: list[int] = []
+        publish = self._publish
 
-    async def publish_and_ack(self, **kwargs: Any) -> set[str]:
-        self.calls.append(len(kwargs["items"]))
-        return await super().publish_and_ack(**kwargs)
+        async def counted(*, keys: Any, args: Any) -> Any:
+            _, packed = msgspec.msgpack.decode(args[-1])  # (event fields, items)
+            self.calls.append(len(packed))
+            return await publish(keys=keys, args=args)
+
+        self._publish = counted  # type: ignore[assignment]
 
 
 async def test_a_big_batch_is_published_in_chunks(
@@ -41,7 +46,7 @@ async def test_a_big_batch_is_published_in_chunks(
     redis_client: Redis,
     redis_sync: redis.Redis,
 ) -> None:
-    monkeypatch.setattr(_batch, "PUBLISH_CHUNK", 3)
+    monkeypatch.setattr(_scripts, "PUBLISH_CHUNK", 3)
     txns = [make_txn(user_id=f"u{i % 2}", amount=f"{(i + 1) * 60_000}.00") for i in range(7)]
     enqueue(redis_sync, settings, txns)
     await ensure_group(redis_client, settings.txn_stream, TXN_GROUP, start_id="0")

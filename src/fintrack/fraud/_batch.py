@@ -35,10 +35,6 @@ from fintrack.fraud.store import commit_decisions
 logger = structlog.get_logger(__name__)
 
 ERROR_TEXT_MAX = 1_000
-# Entries per publish-and-ack call. Each call holds Redis while it runs (10-17 ms per 1,000
-# here) and every api hand-off waits behind it: a big batch is published in several calls,
-# one round trip each, so hand-offs run in between.
-PUBLISH_CHUNK = 1_000
 # A row PostgreSQL refuses: that transaction fails, the rest of the batch goes on.
 _ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
@@ -258,18 +254,16 @@ class BatchProcessor:
             if item.dead:
                 dead = DeadLetter(item.entry.payload, item.error or "", item.attempts)
             publications.append(Publication(item.entry.id, dead, values))
-        acked: set[str] = set()
-        for start in range(0, len(publications), PUBLISH_CHUNK):
-            acked |= await self._scripts.publish_and_ack(
-                stream=s.txn_stream,
-                events_stream=s.event_stream,
-                dead_stream=s.dead_letter_stream,
-                dead_maxlen=s.stream_retention,
-                group=TXN_GROUP,
-                consumer=self._consumer,
-                event_fields=EVENT_FIELDS,
-                items=publications[start : start + PUBLISH_CHUNK],
-            )
+        acked = await self._scripts.publish_and_ack(
+            stream=s.txn_stream,
+            events_stream=s.event_stream,
+            dead_stream=s.dead_letter_stream,
+            dead_maxlen=s.stream_retention,
+            group=TXN_GROUP,
+            consumer=self._consumer,
+            event_fields=EVENT_FIELDS,
+            items=publications,
+        )
         stats.acked = len(acked)
         stats.lost = len(publications) - len(acked)
         for item in items:
