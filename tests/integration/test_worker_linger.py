@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-import psycopg
 import pytest
 import redis
 from enqueue import enqueue, make_txn
+from worker_checks import decided
 
 from conftest import RoleProcess, wait_until
 from fintrack.config import Settings, SettingsError
@@ -20,17 +20,11 @@ StartRole = Callable[..., RoleProcess]
 GAP_S = 0.25  # between the trickle's transactions: far longer than deciding one takes
 
 
-def _decided_at(settings: Settings) -> dict[str, datetime]:
-    with psycopg.connect(settings.database_url) as conn:
-        rows = conn.execute("SELECT txn_id::text, decided_at FROM transactions").fetchall()
-    return dict(rows)
-
-
 def _trickle(settings: Settings, client: redis.Redis) -> list[datetime]:
     """One transaction, decided; then three more ``GAP_S`` apart: their decision times."""
     first = make_txn(user_id="u1", amount="10.00")
     enqueue(client, settings, [first])
-    wait_until(lambda: str(first.txn_id) in _decided_at(settings), 30, "the first decision")
+    wait_until(lambda: str(first.txn_id) in decided(settings), 30, "the first decision")
     later = []
     for i in range(3):
         if i:
@@ -38,9 +32,9 @@ def _trickle(settings: Settings, client: redis.Redis) -> list[datetime]:
         txn = make_txn(user_id=f"u{i + 2}", amount="10.00")
         enqueue(client, settings, [txn])
         later.append(str(txn.txn_id))
-    wait_until(lambda: set(later) <= set(_decided_at(settings)), 30, "the trickle's decisions")
-    decided = _decided_at(settings)
-    return [decided[txn_id] for txn_id in later]
+    wait_until(lambda: set(later) <= set(decided(settings)), 30, "the trickle's decisions")
+    rows = decided(settings)
+    return [rows[txn_id].decided_at for txn_id in later]
 
 
 def test_a_lingering_worker_decides_a_trickle_in_one_batch(
