@@ -1,7 +1,9 @@
 """A small ASGI app served through ``fintrack.core.rsgi`` by a real Granian process
 (``test_rsgi_adapter``): it shows what the adapter hands an app and does with its answers.
 
-Paths: ``/echo`` answers what the app saw (scope, body, the lifespan's state);
+Paths: ``/echo`` (and any other) answers what the app saw (scope, body, the lifespan's
+state); ``POST /short`` is claimed by the shortcut, which answers a body that starts with
+``answer me`` itself and declines any other;
 ``/parts`` answers in three parts (and, as Litestar does, waits for receive() to
 report the end); ``/silent`` never answers; ``/disconnect`` waits for
 the client to go, then leaves a marker file. The lifespan fails when RSGI_TEST_FAIL is
@@ -16,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fintrack.core.rsgi import RSGIAdapter
+from fintrack.core.rsgi import Answer, Headers, RSGIAdapter
 
 MAX_BODY = 64
 
@@ -83,5 +85,15 @@ async def _lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "lifespan.shutdown.complete"})
 
 
+class _Shortcut:
+    def claims(self, method: str, path: str) -> bool:
+        return method == "POST" and path == "/short"
+
+    async def answer(self, headers: Headers, body: bytes) -> Answer | None:
+        if not body.startswith(b"answer me"):
+            return None
+        return 200, [("x-shortcut", headers.get("x-test") or "")], b"answered: " + body
+
+
 def create() -> RSGIAdapter:
-    return RSGIAdapter(app, max_body_bytes=MAX_BODY)
+    return RSGIAdapter(app, max_body_bytes=MAX_BODY, shortcut=_Shortcut())

@@ -159,3 +159,37 @@ def test_requests_on_both_paths_are_logged_and_counted_alike(
     ]
     assert len(counted) == 1
     assert float(counted[0].rsplit(" ", 1)[1]) == 2
+
+
+def test_request_ids_are_echoed_alike_on_both_paths(http: httpx.Client) -> None:
+    """A valid X-Request-ID comes back as sent; an invalid one is replaced by a new id."""
+    for extra in ({}, VIA_LITESTAR):
+        sent = http.post(
+            "/transactions",
+            json=_body(str(uuid.uuid4())),
+            headers={**extra, "X-Request-ID": "client-7.a"},
+        )
+        refused = http.post(
+            "/transactions",
+            json=_body(str(uuid.uuid4())),
+            headers={**extra, "X-Request-ID": "not valid!"},
+        )
+        assert (sent.status_code, refused.status_code) == (202, 202)
+        assert sent.headers["x-request-id"] == "client-7.a"
+        assert refused.headers["x-request-id"] not in ("", "not valid!")
+
+
+def test_headers_over_the_limit_are_refused_before_the_hand_off(
+    http: httpx.Client, settings: Settings
+) -> None:
+    """The shortcut leaves them to the api's edge: 431, and nothing is enqueued."""
+    response = http.post(
+        "/transactions",
+        json=_body(str(uuid.uuid4())),
+        headers={"X-Pad": "p" * settings.max_header_bytes},
+    )
+
+    assert response.status_code == 431
+    assert response.headers["x-content-type-options"] == "nosniff"
+    with redis.Redis.from_url(settings.redis_url) as client:
+        assert client.exists(settings.txn_stream) == 0

@@ -108,6 +108,43 @@ def test_a_body_without_length_or_over_the_limit_arrives_in_parts(serve: Serve) 
     assert long["body_messages"] >= 2
 
 
+def test_a_shortcut_answers_the_requests_it_claims_without_the_app(serve: Serve) -> None:
+    _, base_url = serve()
+    answer = httpx.post(f"{base_url}/short", content=b"answer me", headers={"X-Test": "t1"})
+    assert answer.status_code == 200
+    assert answer.text == "answered: answer me"
+    assert answer.headers["x-shortcut"] == "t1"
+    assert answer.headers["content-length"] == str(len("answered: answer me"))
+    assert "x-seen" not in answer.headers  # the app never saw it
+
+
+def test_a_request_the_shortcut_declines_reaches_the_app_with_its_body(serve: Serve) -> None:
+    """The shortcut has read the body already: the app gets it whole, in one message."""
+    _, base_url = serve()
+    seen = httpx.post(f"{base_url}/short", content=b"not me", headers={"X-Test": "t2"}).json()
+    assert seen["path"] == "/short"
+    assert seen["body"] == "not me"
+    assert seen["body_messages"] == 1
+    assert ["x-test", "t2"] in seen["headers"]
+    # Other methods and paths are not offered to it at all.
+    assert httpx.put(f"{base_url}/short", content=b"answer me").json()["body"] == "answer me"
+    assert httpx.post(f"{base_url}/echo", content=b"answer me").json()["body"] == "answer me"
+
+
+def test_a_body_without_length_or_over_the_limit_is_not_offered_to_the_shortcut(
+    serve: Serve,
+) -> None:
+    """Only a whole body within the limit is read before the app could refuse it."""
+    _, base_url = serve()
+    chunked = httpx.post(f"{base_url}/short", content=iter([b"answer", b" me"]))
+    assert chunked.json()["body"] == "answer me"  # the app's echo, in parts
+    assert chunked.json()["body_messages"] >= 2
+    padded = b"answer me" + b" " * 100  # over MAX_BODY: the app reads it in parts
+    long = httpx.post(f"{base_url}/short", content=padded).json()
+    assert long["body"] == padded.decode()
+    assert long["body_messages"] >= 2
+
+
 def test_a_body_sent_in_parts_is_streamed(serve: Serve) -> None:
     """And once it is complete, receive() reports it (as http.disconnect, as ASGI servers
     do): Litestar's streaming responses wait for that before they end."""

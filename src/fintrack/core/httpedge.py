@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import msgspec
@@ -25,9 +25,10 @@ API_HEADERS: Final = {
 }
 
 
-def headers_size(scope: Scope) -> int:
-    """Bytes of every request header name and value (what the limit counts)."""
-    return sum(len(name) + len(value) for name, value in scope.get("headers", ()))
+def headers_size(headers: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]) -> int:
+    """Bytes of every request header name and value (what the limit counts); as ``str``
+    (RSGI's), header bytes are latin-1, one character each."""
+    return sum(len(name) + len(value) for name, value in headers)
 
 
 def _too_large(limit: int) -> tuple[Message, Message]:
@@ -99,7 +100,7 @@ def guard_http(
                     _correct_allow(message, allow.get(scope.get("path_template", "")))
             await send(message)
 
-        if headers_size(scope) > max_header_bytes:
+        if headers_size(scope.get("headers", ())) > max_header_bytes:
             for message in _too_large(max_header_bytes):
                 await send_with_headers(message)
             return

@@ -10,6 +10,11 @@ below our own wrappers): this adapter builds the ASGI scope from RSGI's, answers
 ``receive()`` from the body, and turns the ``send()`` messages into one RSGI response,
 or a stream when the app sends its body in parts. It also runs the app's ASGI lifespan.
 
+A ``Shortcut`` may answer some requests before any of that: it is offered the requests it
+claims whose whole body is within the limit, with that body, and answers or declines. A
+declined request goes to the app as any other, its body replayed. The api answers its
+ordinary submissions this way, at about half the CPU the ASGI layers cost per request.
+
 Differences from Granian's ASGI scope, none of which the api reads: ``raw_path`` is
 rebuilt from the decoded path (RSGI has no raw path), and there is no ``extensions``.
 """
@@ -19,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from typing import Any, Final
+from collections.abc import Iterable
+from typing import Any, Final, Protocol
 from urllib.parse import quote
 
 import structlog
@@ -40,6 +46,29 @@ _END: Final[Message] = {"type": "http.request", "body": b"", "more_body": False}
 _DISCONNECT: Final[Message] = {"type": "http.disconnect"}
 
 
+# A whole answer: status, headers, body.
+Answer = tuple[int, list[tuple[str, str]], bytes]
+
+
+class Headers(Protocol):
+    """A request's headers as RSGI gives them (names in lower case)."""
+
+    def get(self, key: str, default: str | None = None) -> str | None: ...
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
+class Shortcut(Protocol):
+    """Answers some requests without the ASGI app (see the module docstring)."""
+
+    def claims(self, method: str, path: str) -> bool:
+        """Whether requests to ``method path`` are offered to ``answer``."""
+        ...
+
+    async def answer(self, headers: Headers, body: bytes) -> Answer | None:
+        """The answer, or None to let the ASGI app answer the request."""
+        ...
+
+
 class StartupFailedError(RuntimeError):
     """The app's lifespan startup failed: the worker must not serve."""
 
@@ -54,11 +83,14 @@ class _Exchange:
 
     __slots__ = ("_answered", "_body_left", "_headers", "_protocol", "_status", "_stream", "done")
 
-    def __init__(self, protocol: RSGIHTTPProtocol, whole_body: bool) -> None:
+    def __init__(
+        self, protocol: RSGIHTTPProtocol, whole_body: bool, body: bytes | None = None
+    ) -> None:
         self._protocol = protocol
         # True: read the body in one call; None: in parts, not started; False: all read;
-        # else the async iterator over its parts.
-        self._body_left: Any = True if whole_body else None
+        # bytes: read already (by a shortcut that declined); else the async iterator over
+        # its parts.
+        self._body_left: Any = body if body is not None else True if whole_body else None
         self._status = 500
         self._headers: list[tuple[str, str]] = []
         self._stream: Any = None
@@ -70,6 +102,9 @@ class _Exchange:
         if left is True:  # the whole body (its Content-Length is within the app's limit)
             self._body_left = False
             return {"type": "http.request", "body": await self._protocol(), "more_body": False}
+        if type(left) is bytes:
+            self._body_left = False
+            return {"type": "http.request", "body": left, "more_body": False}
         if left is None:  # no length, or over the limit: in parts, so the app can stop early
             self._body_left = left = aiter(self._protocol)
         if left is not False:
@@ -132,9 +167,10 @@ class RSGIAdapter:
     any other (no length, or longer) is handed to the app in parts, so that the app's own
     limit stops reading it."""
 
-    def __init__(self, app: Any, *, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, *, max_body_bytes: int, shortcut: Shortcut | None = None) -> None:
         self._app = app
         self._max_body = max_body_bytes
+        self._shortcut = shortcut
         self._state: dict[str, Any] = {}
         self._to_app: asyncio.Queue[Message] = asyncio.Queue()
         self._from_app: asyncio.Queue[Message] = asyncio.Queue()
@@ -143,12 +179,20 @@ class RSGIAdapter:
     async def __rsgi__(self, scope: RSGIScope, protocol: RSGIHTTPProtocol) -> None:
         if scope.proto != "http":  # websockets are off
             return
-        headers = scope.headers.items()
         length = -1
-        for name, value in headers:
+        for name, value in scope.headers.items():
             if name == "content-length":
                 length = int(value) if value.isdigit() else -1
                 break
+        whole_body = 0 <= length <= self._max_body
+        body = None
+        shortcut = self._shortcut
+        if whole_body and shortcut is not None and shortcut.claims(scope.method, scope.path):
+            body = await protocol()
+            answer = await shortcut.answer(scope.headers, body)
+            if answer is not None:
+                protocol.response_bytes(*answer)
+                return
         path = scope.path
         asgi_scope = {
             "type": "http",
@@ -162,11 +206,13 @@ class RSGIAdapter:
             "path": path,
             "raw_path": quote(path).encode(),
             "query_string": scope.query_string.encode("latin-1"),
-            "headers": [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+            "headers": [
+                (n.encode("latin-1"), v.encode("latin-1")) for n, v in scope.headers.items()
+            ],
             "state": self._state.copy(),
         }
         # (An app that returns without answering gets Granian's own 500.)
-        exchange = _Exchange(protocol, 0 <= length <= self._max_body)
+        exchange = _Exchange(protocol, whole_body, body)
         await self._app(asgi_scope, exchange.receive, exchange.send)
 
     # ---- the lifespan: Granian calls these in each worker process, around serving ----

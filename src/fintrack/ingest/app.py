@@ -20,7 +20,7 @@ from fintrack.core.httpedge import API_HEADERS, allowed_methods, guard_http
 from fintrack.core.rsgi import RSGIAdapter
 from fintrack.core.streams import redis_client
 from fintrack.ingest.admin import BlocklistController
-from fintrack.ingest.fastpath import fast_submissions
+from fintrack.ingest.fastpath import FastSubmissions
 from fintrack.ingest.handoff import SCRIPT, Coalescer, HandOff
 from fintrack.ingest.keyring import KeyRing
 from fintrack.ingest.keys import KeysController
@@ -114,10 +114,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     describe(app.openapi_schema, settings)
     # Outside Litestar's middleware stack, so unrouted and refused requests get both too;
     # it also records the request metrics (a middleware would cost more per request).
-    # Ordinary submissions are answered below them but before Litestar (see fastpath).
     app.asgi_handler = log_requests(
         guard_http(
-            fast_submissions(app.asgi_handler, lambda: app_resources(app)),
+            app.asgi_handler,
             max_header_bytes=settings.max_header_bytes,
             headers=API_HEADERS,
             allow=allowed_methods(app),
@@ -130,7 +129,13 @@ def create_rsgi_app() -> RSGIAdapter:
     """``create_app()`` (settings from the environment) served through Granian's RSGI
     interface, which costs less per request than its ASGI one (see ``core.rsgi``)."""
     app = create_app()
-    return RSGIAdapter(app, max_body_bytes=app.state.settings.max_body_bytes)
+    settings: Settings = app.state.settings
+    return RSGIAdapter(
+        app,
+        max_body_bytes=settings.max_body_bytes,
+        # Ordinary submissions are answered before Litestar and its wrappers (see fastpath).
+        shortcut=FastSubmissions(settings, lambda: app_resources(app)),
+    )
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:

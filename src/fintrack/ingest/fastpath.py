@@ -1,34 +1,39 @@
-"""``POST /transactions`` below Litestar: the api's hottest route, answered directly.
+"""``POST /transactions`` before the ASGI app: the api's hottest route, answered directly.
 
-Litestar's request machinery (routing, the Request, dependencies, the Response) costs
-several times a submission's own work. This ASGI wrapper answers the ordinary submission
-itself, with the same parts the handler uses: the key ring, ``decode_transaction`` and
-``validate_request``, the coalesced hand-off, the same answers and metrics. Whatever is
-not ordinary goes to Litestar untouched, the body replayed: ``Prefer`` (waiting for the
-decision), a CORS request, a body over the limit, a refused key, an invalid transaction.
-Every refusal found before the hand-off is therefore answered (and audited, counted,
-logged) in one place, by the handler; only the hand-off's own refusals (409, 429, 503)
-are answered here, from the same problem documents.
+Litestar's request machinery (routing, the Request, dependencies, the Response) and the
+ASGI layers around it (the adapter's scope, the request log and the security headers,
+each a wrapper of ``send``) cost several times a submission's own work. ``FastSubmissions``
+is the api's shortcut under the RSGI adapter (``core.rsgi``): offered an ordinary
+submission with its whole body, it answers it with the same parts the handler uses (the
+key ring, ``decode_transaction`` and ``validate_request``, the coalesced hand-off, the same
+answers, headers, metrics and log line). Whatever is not ordinary it declines, and the
+adapter hands the request to Litestar: ``Prefer`` (waiting for the decision), a CORS
+request, headers over the limit, a refused key, an invalid transaction; a body without a
+Content-Length or over the limit is never offered. Every refusal found before the hand-off
+is therefore answered (and audited, counted, logged) in one place, by the handler; only the
+hand-off's own refusals (409, 429, 503) are answered here, from the same problem documents.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import time
 from collections.abc import Callable
 from typing import Final
 
 import msgspec
 import structlog
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
+from fintrack.config import Settings
 from fintrack.core.auth import bearer_secret
 from fintrack.core.errors import ConflictError, UnavailableError
-from fintrack.core.models import validate_request
+from fintrack.core.httpedge import API_HEADERS, headers_size
+from fintrack.core.models import Transaction, validate_request
+from fintrack.core.rsgi import Answer, Headers
 from fintrack.ingest.auth import ANONYMOUS
 from fintrack.ingest.body import decode_transaction
 from fintrack.ingest.problems import PROBLEM_MEDIA_TYPE, problem_for
 from fintrack.ingest.ratelimit import RateLimited
+from fintrack.ingest.requestlog import record_request, request_id_for
 from fintrack.ingest.state import Resources
 from fintrack.ingest.submission import counting_rejections, hand_off, location, now_ms
 from fintrack.ingest.views import Accepted
@@ -37,111 +42,74 @@ log = structlog.get_logger(__name__)
 
 PATH_TEMPLATE: Final = "/transactions"  # what Litestar names the route (for the metrics)
 _PATHS: Final = frozenset({"/transactions", "/transactions/"})
-_JSON: Final = b"application/json"
-_PROBLEM: Final = PROBLEM_MEDIA_TYPE.encode()
+# What guard_http adds to every answer of the api.
+_SECURITY: Final = tuple(API_HEADERS.items())
 _encoder = msgspec.json.Encoder()
 
 
-class _Request:
-    """What the fast path reads from a request's headers, in one pass."""
+class FastSubmissions:
+    """The api's ``core.rsgi.Shortcut``: ordinary submissions, answered as the handler
+    would. ``resources`` gives the lifespan's resources (read per request: they exist once
+    it has started)."""
 
-    __slots__ = ("api_key", "authorization", "content_length", "ordinary")
+    __slots__ = ("_cors", "_max_header_bytes", "_resources")
 
-    def __init__(self, scope: Scope, cors: bool) -> None:
-        self.authorization: str | None = None
-        self.api_key: str | None = None
-        self.content_length = 0
-        self.ordinary = True
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                self.authorization = value.decode("latin-1")
-            elif name == b"x-api-key":
-                self.api_key = value.decode("latin-1")
-            elif name == b"content-length":
-                self.content_length = int(value) if value.isdigit() else -1
-            elif name == b"prefer" or (cors and name == b"origin"):
-                self.ordinary = False
+    def __init__(self, settings: Settings, resources: Callable[[], Resources]) -> None:
+        self._resources = resources
+        self._cors = bool(settings.cors_origin_list)
+        self._max_header_bytes = settings.max_header_bytes
 
+    def claims(self, method: str, path: str) -> bool:
+        return method == "POST" and path in _PATHS
 
-async def _read_body(receive: Receive, limit: int) -> tuple[list[ReceiveMessage], bytes | None]:
-    """The messages read and the whole body, or None for the body if it is over ``limit``
-    or the client went away (the messages are then replayed to Litestar)."""
-    messages: list[ReceiveMessage] = []
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return messages, None
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        if size > limit:
-            return messages, None
-        if not message.get("more_body", False):
-            return messages, chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _replaying(messages: list[ReceiveMessage], receive: Receive) -> Receive:
-    """``receive`` that first hands out ``messages`` again."""
-    pending = deque(messages)
-
-    async def replay() -> ReceiveMessage:
-        if pending:
-            return pending.popleft()
-        return await receive()
-
-    return replay
-
-
-async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def fast_submissions(app: ASGIApp, resources: Callable[[], Resources]) -> ASGIApp:
-    """``app`` with ordinary ``POST /transactions`` answered without it; ``resources``
-    gives the lifespan's resources (read per request: they exist once it has started)."""
-
-    async def submit(scope: Scope, receive: Receive, send: Send) -> None:
+    async def answer(self, headers: Headers, body: bytes) -> Answer | None:
         if (
-            scope["type"] != ScopeType.HTTP
-            or scope["method"] != "POST"
-            or scope["path"] not in _PATHS
+            headers.get("prefer") is not None
+            or (self._cors and headers.get("origin") is not None)
+            or headers_size(headers.items()) > self._max_header_bytes
         ):
-            await app(scope, receive, send)
-            return
-        res = resources()
-        settings = res.settings
-        request = _Request(scope, bool(settings.cors_origin_list))
-        if not request.ordinary or not 0 <= request.content_length <= settings.max_body_bytes:
-            await app(scope, receive, send)
-            return
-        messages, body = await _read_body(receive, settings.max_body_bytes)
-        client: str | None = ANONYMOUS
-        if body is not None and settings.auth_enabled:
-            client = await res.keyring.identify(
-                bearer_secret(request.authorization, request.api_key)
-            )
-        txn = None
-        if body is not None and client is not None:
-            try:
-                txn = validate_request(
-                    decode_transaction(body, res.limits),
-                    client_id=client,
-                    received_at_ms=now_ms(),
-                    defaults=res.defaults,
-                )
-            except Exception:  # noqa: BLE001 - the handler answers it (and counts it)
-                txn = None
+            return None
+        started = time.perf_counter()
+        res = self._resources()
+        txn = await self._ordinary(res, headers, body)
         if txn is None:
-            await app(scope, _replaying(messages, receive), send)
-            return
-
-        scope["path_template"] = PATH_TEMPLATE
+            return None
+        sent_id = headers.get("x-request-id")
+        request_id = request_id_for(sent_id.encode("latin-1") if sent_id is not None else None)
         txn_id = str(txn.txn_id)
-        structlog.contextvars.bind_contextvars(txn_id=txn_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id, txn_id=txn_id)
+        status = 500  # if the hand-off dies with anything else, Granian answers 500
+        try:
+            status, answer_headers, answer_body = await self._hand_off(res, txn, txn_id)
+        finally:
+            duration_s = time.perf_counter() - started
+            record_request("POST", PATH_TEMPLATE, PATH_TEMPLATE, status, duration_s)
+        answer_headers += _SECURITY
+        answer_headers.append(("x-request-id", request_id))
+        return status, answer_headers, answer_body
+
+    @staticmethod
+    async def _ordinary(res: Resources, headers: Headers, body: bytes) -> Transaction | None:
+        """The transaction, if the key is known and the body valid; else None."""
+        client = ANONYMOUS
+        if res.settings.auth_enabled:
+            secret = bearer_secret(headers.get("authorization"), headers.get("x-api-key"))
+            known = await res.keyring.identify(secret)
+            if known is None:
+                return None
+            client = known
+        try:
+            return validate_request(
+                decode_transaction(body, res.limits),
+                client_id=client,
+                received_at_ms=now_ms(),
+                defaults=res.defaults,
+            )
+        except Exception:  # noqa: BLE001 - the handler answers it (and counts it)
+            return None
+
+    @staticmethod
+    async def _hand_off(res: Resources, txn: Transaction, txn_id: str) -> Answer:
         try:
             with counting_rejections():
                 await hand_off(res, txn)
@@ -149,15 +117,8 @@ def fast_submissions(app: ASGIApp, resources: Callable[[], Resources]) -> ASGIAp
             problem, extra = problem_for(e)
             if problem.status == 503:
                 log.warning("dependency unavailable", error=repr(e), cause=repr(e.__cause__))
-            headers = [(b"content-type", _PROBLEM)]
-            headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
-            await _answer(send, problem.status, _encoder.encode(problem), headers)
-            return
-        await _answer(
-            send,
-            202,
-            _encoder.encode(Accepted(txn_id)),
-            [(b"content-type", _JSON), (b"location", location(txn_id).encode())],
-        )
-
-    return submit
+            headers = [("content-type", PROBLEM_MEDIA_TYPE)]
+            headers += [(name.lower(), value) for name, value in extra.items()]
+            return problem.status, headers, _encoder.encode(problem)
+        headers = [("content-type", "application/json"), ("location", location(txn_id))]
+        return 202, headers, _encoder.encode(Accepted(txn_id))

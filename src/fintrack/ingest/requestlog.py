@@ -55,11 +55,42 @@ class _RequestIds:
 _ids = _RequestIds()
 
 
-def _request_id(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == REQUEST_ID_HEADER and _VALID_ID.match(value):
-            return value.decode()
+def request_id_for(sent: bytes | None) -> str:
+    """The client's ``X-Request-ID`` if it ``sent`` a valid one, else a new id."""
+    if sent is not None and _VALID_ID.match(sent):
+        return sent.decode()
     return _ids.next()
+
+
+def _sent_id(scope: Scope) -> bytes | None:
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER:
+            return value
+    return None
+
+
+def record_request(
+    method: str, path: str, template: str | None, status: int, duration_s: float
+) -> None:
+    """Count an answered request in the metrics, write its log line and end its log
+    context (what ``log_requests`` does after each request; the api's shortcut for
+    submissions calls it too)."""
+    # Litestar sets the route template once routed; unrouted paths are not counted
+    # (raw paths from clients would be unbounded label values), nor scrapes.
+    if template is not None and template != _METRICS_PATH:
+        metrics.observe_request(method, template, status, duration_s)
+    line = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round(duration_s * 1000, 3),
+    }
+    writer = hot_lines()
+    if writer is None:
+        log.info("request", **line)
+    else:
+        writer.info("request", line)
+    structlog.contextvars.unbind_contextvars(*_BOUND)
 
 
 def log_requests(app: ASGIApp) -> ASGIApp:
@@ -70,7 +101,7 @@ def log_requests(app: ASGIApp) -> ASGIApp:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        request_id = request_id_for(_sent_id(scope))
         # Unbinding by name afterwards is cheaper than clearing (which walks every context
         # variable of the process) before and after each request.
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -89,23 +120,12 @@ def log_requests(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         finally:
-            duration_s = time.perf_counter() - started
-            # Litestar sets the route template once routed; unrouted paths are not counted
-            # (raw paths from clients would be unbounded label values), nor scrapes.
-            template = scope.get("path_template")
-            if template is not None and template != _METRICS_PATH:
-                metrics.observe_request(scope["method"], template, status, duration_s)
-            line = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "duration_ms": round(duration_s * 1000, 3),
-            }
-            writer = hot_lines()
-            if writer is None:
-                log.info("request", **line)
-            else:
-                writer.info("request", line)
-            structlog.contextvars.unbind_contextvars(*_BOUND)
+            record_request(
+                scope["method"],
+                scope["path"],
+                scope.get("path_template"),
+                status,
+                time.perf_counter() - started,
+            )
 
     return logged
