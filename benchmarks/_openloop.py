@@ -7,8 +7,8 @@ waits, and that wait counts in its latency.
 
 The generator shares the two cores with the servers it measures, so every CPU
 microsecond it spends is taken from them: connections are bare ``asyncio.Protocol``s
-(no stream reader, no task or timeout per request) and the schedule loop writes each
-request straight to an idle connection.
+(no stream reader, no task or timeout per request), every request is built before the
+schedule starts, and the schedule loop writes each one straight to an idle connection.
 """
 
 from __future__ import annotations
@@ -161,6 +161,10 @@ async def open_loop(
     result = OpenLoopResult()
     total = int(rate * duration_s)
     interval_ns = int(1e9 / rate)
+    # Every request is built before the schedule starts: building one during the run cost
+    # ~20 us of the generator's ~70 us of CPU per request, taken from the servers.
+    made = (make() for _ in range(total))
+    requests = [(txn_id, post_request(port, path, payload)) for txn_id, payload in made]
     wall_offset = time.time_ns() - time.monotonic_ns()
     start = time.monotonic_ns() + 20_000_000
     # A full collection here pauses sending (and the SSE client's receipt times) for tens
@@ -174,7 +178,7 @@ async def open_loop(
             delay = due - time.monotonic_ns()
             if delay > 0:
                 await asyncio.sleep(delay / 1e9)
-            txn_id, payload = make()
+            txn_id, raw = requests[i]
             item = Sent(txn_id, due + wall_offset)
             result.sent.append(item)
             if not idle:
@@ -182,7 +186,7 @@ async def open_loop(
                 while not idle:
                     freed.clear()
                     await freed.wait()
-            idle.popleft().send(post_request(port, path, payload), item)
+            idle.popleft().send(raw, item)
         result.send_seconds = (time.monotonic_ns() - start) / 1e9
         deadline = time.monotonic() + REQUEST_TIMEOUT_S
         while any(c.pending is not None for c in opened) and time.monotonic() < deadline:
