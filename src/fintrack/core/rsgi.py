@@ -13,7 +13,8 @@ or a stream when the app sends its body in parts. It also runs the app's ASGI li
 A ``Shortcut`` may answer some requests before any of that: it is offered the requests it
 claims whose whole body is within the limit, with that body, and answers or declines. A
 declined request goes to the app as any other, its body replayed. The api answers its
-ordinary submissions this way, at about half the CPU the ASGI layers cost per request.
+ordinary submissions this way, without the ~70-100 us a request that the ASGI scope,
+Litestar's entry and the api's ``send`` wrappers cost (docs/performance.md).
 
 Differences from Granian's ASGI scope, none of which the api reads: ``raw_path`` is
 rebuilt from the decoded path (RSGI has no raw path), and there is no ``extensions``.
