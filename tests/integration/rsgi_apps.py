@@ -89,7 +89,7 @@ class _Shortcut:
     def claims(self, method: str, path: str) -> bool:
         return method == "POST" and path == "/short"
 
-    async def answer(self, headers: Headers, body: bytes) -> Answer | None:
+    async def answer(self, path: str, headers: Headers, body: bytes) -> Answer | None:
         if not body.startswith(b"answer me"):
             return None
         return 200, [("x-shortcut", headers.get("x-test") or "")], b"answered: " + body

@@ -131,9 +131,10 @@ def test_refused_key_is_answered_and_audited_by_the_handler(
 def test_requests_on_both_paths_are_logged_and_counted_alike(
     api: RoleProcess, http: httpx.Client
 ) -> None:
-    """One access-log line each (with the txn_id bound), and the route's request counter."""
+    """One access-log line each (with the txn_id bound and the path as sent), and the
+    route's request counter (by its template)."""
     ids = [str(uuid.uuid4()) for _ in range(2)]
-    http.post("/transactions", json=_body(ids[0]))
+    assert http.post("/transactions/", json=_body(ids[0])).status_code == 202
     http.post("/transactions", json=_body(ids[1]), headers=VIA_LITESTAR)
 
     metrics = http.get("/metrics").text
@@ -150,6 +151,7 @@ def test_requests_on_both_paths_are_logged_and_counted_alike(
 
     assert sorted(line["txn_id"] for line in posts) == sorted(ids)
     assert {line["status"] for line in posts} == {202}
+    assert sorted(line["path"] for line in posts) == ["/transactions", "/transactions/"]
     counted = [
         line
         for line in metrics.splitlines()

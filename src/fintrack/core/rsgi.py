@@ -65,8 +65,8 @@ class Shortcut(Protocol):
         """Whether requests to ``method path`` are offered to ``answer``."""
         ...
 
-    async def answer(self, headers: Headers, body: bytes) -> Answer | None:
-        """The answer, or None to let the ASGI app answer the request."""
+    async def answer(self, path: str, headers: Headers, body: bytes) -> Answer | None:
+        """The answer to a request it claimed, or None to let the ASGI app answer it."""
         ...
 
 
@@ -190,7 +190,7 @@ class RSGIAdapter:
         shortcut = self._shortcut
         if whole_body and shortcut is not None and shortcut.claims(scope.method, scope.path):
             body = await protocol()
-            answer = await shortcut.answer(scope.headers, body)
+            answer = await shortcut.answer(scope.path, scope.headers, body)
             if answer is not None:
                 protocol.response_bytes(*answer)
                 return

@@ -62,7 +62,7 @@ class FastSubmissions:
     def claims(self, method: str, path: str) -> bool:
         return method == "POST" and path in _PATHS
 
-    async def answer(self, headers: Headers, body: bytes) -> Answer | None:
+    async def answer(self, path: str, headers: Headers, body: bytes) -> Answer | None:
         if (
             headers.get("prefer") is not None
             or (self._cors and headers.get("origin") is not None)
@@ -83,7 +83,7 @@ class FastSubmissions:
             status, answer_headers, answer_body = await self._hand_off(res, txn, txn_id)
         finally:
             duration_s = time.perf_counter() - started
-            record_request("POST", PATH_TEMPLATE, PATH_TEMPLATE, status, duration_s)
+            record_request("POST", path, PATH_TEMPLATE, status, duration_s)
         answer_headers += _SECURITY
         answer_headers.append(("x-request-id", request_id))
         return status, answer_headers, answer_body
