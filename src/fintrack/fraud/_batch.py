@@ -7,6 +7,7 @@ that is the fault of one entry stays on that entry, so the rest of the batch goe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -97,8 +98,12 @@ class BatchProcessor:
         self._commits = 0
         self._ledgers = LedgerCache()
 
-    async def handle(self, entries: Sequence[StreamEntry]) -> BatchStats:
-        """One attempt at a batch: decode, facts, decide, commit, publish and ack."""
+    async def handle(
+        self, entries: Sequence[StreamEntry], committed: asyncio.Future[None] | None = None
+    ) -> BatchStats:
+        """One attempt at a batch: decode, facts, decide, commit, publish and ack.
+        ``committed`` is resolved once the batch's decisions are committed (before they
+        are published), so the caller may read on meanwhile."""
         items = [_Item(e) for e in entries]
         seen: set[uuid.UUID] = set()
         for item in items:
@@ -113,6 +118,8 @@ class BatchProcessor:
         await self._decide([i for i in items if i.txn is not None and not i.duplicate])
         await self._mark_attempts([i for i in items if i.error is not None])
         await self._commit([i for i in items if i.decision is not None])
+        if committed is not None and not committed.done():
+            committed.set_result(None)
         return await self._publish(items)
 
     async def _decide(self, items: list[_Item]) -> None:
