@@ -85,9 +85,10 @@ class Settings:
     # run in between (``fraud._scripts.LEDGER_CHUNK`` and ``PUBLISH_CHUNK``).
     worker_batch_size: int = 4_000
     worker_block_ms: int = 1_000
-    # Caught up, a worker waits this long after a batch before reading again, so that a
-    # trickle of transactions makes fewer, larger batches: each batch costs round trips
-    # (and wake-ups) whatever its size. 0: read again at once.
+    # Caught up, a worker waits this long after committing a batch (whose events are then
+    # published meanwhile) before reading again, so that a trickle of transactions makes
+    # fewer, larger batches: each batch costs round trips (and wake-ups) whatever its size.
+    # 0: read again at once.
     worker_linger_ms: int = 2
     worker_claim_idle_ms: int = 30_000
     worker_max_attempts: int = 5
