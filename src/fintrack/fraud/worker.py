@@ -264,14 +264,15 @@ class Worker:
                     while len(in_hand) >= PIPELINE_DEPTH:
                         await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
                 else:
-                    # Caught up, the next read waits only until this batch is committed:
-                    # its publish overlaps the linger and the read (at most two in hand).
+                    # Caught up, the next read waits only until this batch is committed (or
+                    # ended without a commit): its publish overlaps the linger and the read
+                    # (at most two in hand).
                     await asyncio.wait((committed, task), return_when=asyncio.FIRST_COMPLETED)
                     while len(in_hand) > 1:
                         await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
-                if not backlog and linger_s and not self.drain:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stopping.wait(), linger_s)
+                    if linger_s and not self.drain:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self.stopping.wait(), linger_s)
             if in_hand:
                 await asyncio.wait(in_hand)  # finish (commit, publish, ack) what is in hand
             self._done.set()
@@ -451,8 +452,6 @@ class Worker:
             await asyncio.sleep(BACKOFF_CAP_S)
             return
         finally:
-            if committed is not None and not committed.done():
-                committed.set_result(None)  # ended without a commit: nothing to wait for
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
