@@ -1,8 +1,10 @@
-"""Child processes that never outlive us: embedded servers and the roles of `run all`."""
+"""Child processes that never outlive their parent: embedded servers, the roles of
+`run all`, and Granian's worker processes."""
 
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import pwd
 import signal
@@ -50,3 +52,20 @@ def spawn_child(
         preexec_fn=die_with_parent,
         env=None if env is None else dict(env),
     )
+
+
+def stop_with_parent_process(death_signal: signal.Signals = signal.SIGTERM) -> None:
+    """In a ``multiprocessing`` child (a Granian worker): have the kernel send it
+    ``death_signal`` when its parent process exits; no-op in any other process.
+
+    Granian's main process stops its workers when it is stopped, but if it is killed (an
+    OOM killer, a supervisor's SIGKILL after its stop timeout) a worker would serve on,
+    unsupervised, holding the port. Granian forks its workers from its main thread, which
+    lives as long as the process (the signal fires when the forking *thread* exits)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl(_PR_SET_PDEATHSIG, int(death_signal), 0, 0, 0)
+    if os.getppid() != parent.pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), death_signal)

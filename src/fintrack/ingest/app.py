@@ -14,6 +14,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from redis.exceptions import RedisError
 
 from fintrack.config import Settings
+from fintrack.core.children import stop_with_parent_process
 from fintrack.core.db import open_pool
 from fintrack.core.heap import settle_after_startup
 from fintrack.core.httpedge import API_HEADERS, allowed_methods, guard_http
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 def create_rsgi_app() -> RSGIAdapter:
     """``create_app()`` (settings from the environment) served through Granian's RSGI
     interface, which costs less per request than its ASGI one (see ``core.rsgi``)."""
+    stop_with_parent_process()  # never outlive Granian's main process
     app = create_app()
     settings: Settings = app.state.settings
     return RSGIAdapter(

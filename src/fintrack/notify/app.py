@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from fintrack.config import Settings
+from fintrack.core.children import stop_with_parent_process
 from fintrack.core.db import open_pool
 from fintrack.core.heap import settle_after_startup
 from fintrack.core.httpedge import allowed_methods, guard_http
@@ -113,10 +114,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """The notifier app. Without ``settings`` they come from ``FINTRACK_*`` variables."""
     if settings is None:
         settings = Settings.from_env()
-        # Called by Granian in a fresh worker process: set up logging there too.
+        # Called by Granian in a fresh worker process: set up logging there too, and
+        # never outlive Granian's main process.
         from fintrack.log import configure_logging
 
         configure_logging(settings)
+        stop_with_parent_process()
     settings.require("redis_url", "database_url")
     prometheus = PrometheusConfig(
         app_name="fintrack-notifier",
