@@ -15,8 +15,8 @@ from collections.abc import Callable
 import psutil
 import pytest
 
-from fintrack.config import Settings
 from conftest import RoleProcess, wait_until
+from fintrack.config import Settings
 
 
 def _gone(proc: psutil.Process) -> bool:
