@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-items", type=int, default=1_000)
     p.add_argument("--batch-connections", type=int, default=8)
     p.add_argument("--batch-api-workers", type=int, default=1, help="api processes (batch)")
-    p.add_argument("--e2e-rates", default="500,1000", help="offered txn/s, comma-separated")
+    p.add_argument("--e2e-rates", default="500,1000,3000", help="offered txn/s, comma-separated")
     p.add_argument("--e2e-api-workers", type=int, default=1, help="api/reference processes (e2e)")
     p.add_argument("--fanout-clients", type=int, default=500)
     p.add_argument("--fanout-rate", type=int, default=200, help="events/s (fanout)")

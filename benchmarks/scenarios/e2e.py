@@ -45,6 +45,8 @@ NAME = "e2e"
 TARGET_RATE = 1_000
 TARGET_COMMIT_P99_MS = 20.0
 TARGET_SSE_P99_MS = 50.0
+STRETCH_RATE = 3_000  # the issue's stretch target: sustained, p99 submit -> commit <= 35 ms
+STRETCH_COMMIT_P99_MS = 35.0
 SETTLE_S = 15.0  # after the last send, how long decisions may take to arrive
 
 
@@ -241,24 +243,33 @@ def run(ctx: Context) -> ScenarioResult:
         if ours["accepted"] == 0:
             raise BenchError(f"no transaction accepted at {rate}/s")
         detail[f"{rate}_per_s"] = {"ours": ours, "reference": ref}
-        at_target = rate == TARGET_RATE
-        commit_p99 = ours["submit_to_commit_published_ms"]["p99"]
-        sse_p99 = ours["submit_to_sse_ms"]["p99"]
-        rows += [
-            Row(NAME, f"{rate}/s offered: decided txn/s", "txn/s", ours["decided_per_s"],
-                ref["decided_per_s"]),
-            Row(NAME, f"{rate}/s submit->202 p99", "ms", ours["submit_to_202_ms"]["p99"],
-                ref["submit_to_202_ms"]["p99"], higher_is_better=False),
-            Row(NAME, f"{rate}/s submit->commit p50", "ms", ours["submit_to_commit_ms"]["p50"],
-                ref["submit_to_commit_ms"]["p50"], higher_is_better=False),
-            Row(NAME, f"{rate}/s submit->commit p99", "ms", ours["submit_to_commit_ms"]["p99"],
-                ref["submit_to_commit_ms"]["p99"], higher_is_better=False),
-            Row(NAME, f"{rate}/s submit->commit published p99", "ms", commit_p99,
-                None, f"<= {TARGET_COMMIT_P99_MS:g}" if at_target else "",
-                commit_p99 <= TARGET_COMMIT_P99_MS if at_target else None,
-                higher_is_better=False),
-            Row(NAME, f"{rate}/s submit->SSE p99", "ms", sse_p99, None,
-                f"<= {TARGET_SSE_P99_MS:g}" if at_target else "",
-                sse_p99 <= TARGET_SSE_P99_MS if at_target else None, higher_is_better=False),
-        ]  # fmt: skip
+        rows += rate_rows(rate, ours, ref)
     return ScenarioResult(NAME, rows, detail)
+
+
+def rate_rows(rate: int, ours: dict[str, Any], ref: dict[str, Any]) -> list[Row]:
+    """The report's rows for one offered rate, with the issue's targets where they apply:
+    at 1,000/s the commit and SSE ones, at 3,000/s the stretch."""
+    limits = {TARGET_RATE: TARGET_COMMIT_P99_MS, STRETCH_RATE: STRETCH_COMMIT_P99_MS}
+    commit_limit = limits.get(rate)
+    sse_limit = TARGET_SSE_P99_MS if rate == TARGET_RATE else None
+    stretch = " (stretch)" if rate == STRETCH_RATE else ""
+    commit_p99 = ours["submit_to_commit_published_ms"]["p99"]
+    sse_p99 = ours["submit_to_sse_ms"]["p99"]
+    return [
+        Row(NAME, f"{rate}/s offered: decided txn/s", "txn/s", ours["decided_per_s"],
+            ref["decided_per_s"]),
+        Row(NAME, f"{rate}/s submit->202 p99", "ms", ours["submit_to_202_ms"]["p99"],
+            ref["submit_to_202_ms"]["p99"], higher_is_better=False),
+        Row(NAME, f"{rate}/s submit->commit p50", "ms", ours["submit_to_commit_ms"]["p50"],
+            ref["submit_to_commit_ms"]["p50"], higher_is_better=False),
+        Row(NAME, f"{rate}/s submit->commit p99", "ms", ours["submit_to_commit_ms"]["p99"],
+            ref["submit_to_commit_ms"]["p99"], higher_is_better=False),
+        Row(NAME, f"{rate}/s submit->commit published p99", "ms", commit_p99, None,
+            "" if commit_limit is None else f"<= {commit_limit:g}{stretch}",
+            None if commit_limit is None else commit_p99 <= commit_limit,
+            higher_is_better=False),
+        Row(NAME, f"{rate}/s submit->SSE p99", "ms", sse_p99, None,
+            "" if sse_limit is None else f"<= {sse_limit:g}",
+            None if sse_limit is None else sse_p99 <= sse_limit, higher_is_better=False),
+    ]  # fmt: skip
