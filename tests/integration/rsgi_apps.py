@@ -5,9 +5,10 @@ Paths: ``/echo`` (and any other) answers what the app saw (scope, body, the life
 state); ``POST /short`` is claimed by the shortcut, which answers a body that starts with
 ``answer me`` itself and declines any other;
 ``/parts`` answers in three parts (and, as Litestar does, waits for receive() to
-report the end); ``/silent`` never answers; ``/disconnect`` waits for
-the client to go, then leaves a marker file. The lifespan fails when RSGI_TEST_FAIL is
-set, and leaves a marker file on shutdown. Markers go to RSGI_TEST_MARKERS.
+report the end); ``/silent`` never answers; ``/disconnect`` leaves a marker file once it
+waits for the client to go, and another when it has gone. The lifespan fails when
+RSGI_TEST_FAIL is set, and leaves a marker file on shutdown. Markers go to
+RSGI_TEST_MARKERS.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     while messages[-1].get("more_body"):
         messages.append(await receive())
     if path == "/disconnect":
+        markers = Path(os.environ["RSGI_TEST_MARKERS"])
+        (markers / "waiting").write_text("")  # the client leaves once it sees this
         message = await receive()
-        Path(os.environ["RSGI_TEST_MARKERS"], "disconnect").write_text(message["type"])
+        (markers / "disconnect").write_text(message["type"])
         return
     if path == "/parts":
         # As Litestar streams: the parts go out from a task while the request's own task
