@@ -7,37 +7,26 @@ allocator noise, not for a format that grows unnoticed.
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
 
+from enqueue import make_txn
 from redis.asyncio import Redis
 
 from fintrack.config import Settings
 from fintrack.core.activity import activity_key
-from fintrack.core.models import Transaction
 from fintrack.ingest.handoff import HandOff, idempotency_key
 
 USERS = 5
 TRANSACTIONS = 1_000  # 200 per user: past 128 members a ledger is a skip list, the dearer kind
 
 
-def _txn(n: int) -> Transaction:
-    return Transaction(
-        txn_id=uuid.uuid4(),
-        user_id=f"user_{n % USERS}",
-        amount=Decimal("1234.56") + n,
-        currency="INR",
-        merchant_type="general",
-        source_ip=f"10.0.{n % 250}.{n % 200 + 1}",
-        client_id="acme",
-        received_at_ms=1_700_000_000_000 + n,
-    )
-
-
 async def test_bytes_per_transaction_stay_within_the_documented_sizing(
     settings: Settings, redis_client: Redis
 ) -> None:
-    txns = [_txn(n) for n in range(TRANSACTIONS)]
+    txns = [
+        make_txn(user_id=f"user_{n % USERS}", amount=str(Decimal("1234.56") + n))
+        for n in range(TRANSACTIONS)
+    ]
     handoff = HandOff(redis_client, settings)
     for start in range(0, TRANSACTIONS, 250):
         results = await handoff.submit_many(txns[start : start + 250])

@@ -10,9 +10,16 @@ import pwd
 import signal
 import subprocess
 from collections.abc import Mapping
-from typing import IO
+from typing import IO, Any
 
 _PR_SET_PDEATHSIG = 1
+
+
+def _bind_to_parent(prctl: Any, parent: int, death_signal: signal.Signals) -> bool:
+    """Have the kernel send us ``death_signal`` when ``parent`` exits; False if it already
+    has (before prctl took effect, so no signal will come)."""
+    prctl(_PR_SET_PDEATHSIG, int(death_signal), 0, 0, 0)
+    return os.getppid() == parent
 
 
 def spawn_child(
@@ -36,8 +43,7 @@ def spawn_child(
     def die_with_parent() -> None:
         # Runs after subprocess's setuid (a uid change clears PDEATHSIG). The signal fires when
         # the *thread* that forked exits, so start children from a long-lived thread.
-        prctl(_PR_SET_PDEATHSIG, int(death_signal), 0, 0, 0)
-        if os.getppid() != parent:  # parent died before prctl took effect
+        if not _bind_to_parent(prctl, parent, death_signal):
             os._exit(1)
 
     return subprocess.Popen(
@@ -54,18 +60,17 @@ def spawn_child(
     )
 
 
-def stop_with_parent_process(death_signal: signal.Signals = signal.SIGTERM) -> None:
-    """In a ``multiprocessing`` child (a Granian worker): have the kernel send it
-    ``death_signal`` when its parent process exits; no-op in any other process.
+def stop_with_parent_process() -> None:
+    """In a ``multiprocessing`` child (a Granian worker): have the kernel send it SIGTERM
+    when its parent process exits; no-op in any other process.
 
     Granian's main process stops its workers when it is stopped, but if it is killed (an
     OOM killer, a supervisor's SIGKILL after its stop timeout) a worker would serve on,
     unsupervised, holding the port. Granian forks its workers from its main thread, which
     lives as long as the process (the signal fires when the forking *thread* exits)."""
     parent = multiprocessing.parent_process()
-    if parent is None:
+    if parent is None or parent.pid is None:
         return
     prctl = ctypes.CDLL(None, use_errno=True).prctl
-    prctl(_PR_SET_PDEATHSIG, int(death_signal), 0, 0, 0)
-    if os.getppid() != parent.pid:  # the parent died before prctl took effect
-        os.kill(os.getpid(), death_signal)
+    if not _bind_to_parent(prctl, parent.pid, signal.SIGTERM):
+        os.kill(os.getpid(), signal.SIGTERM)
