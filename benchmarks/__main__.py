@@ -24,7 +24,7 @@ SCENARIOS: dict[str, str] = {
     "ingest": "single POST /transactions, wrk at fixed concurrency",
     "batch": "POST /transactions/batch of 1000 items",
     "worker": "decided txn/s, 1 and 2 worker processes, all rules",
-    "e2e": "open loop at fixed rates: submit -> 202, commit, SSE",
+    "e2e": "open loop at fixed rates: submit -> 202, commit, SSE; then sustained",
     "fanout": "SSE: N clients x events/s on one notifier process",
     "connections": "api under load holding idle keep-alives; notifier with many SSE clients",
 }
@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-api-workers", type=int, default=1, help="api processes (batch)")
     p.add_argument("--e2e-rates", default="500,1000,3000", help="offered txn/s, comma-separated")
     p.add_argument("--e2e-api-workers", type=int, default=1, help="api/reference processes (e2e)")
+    p.add_argument(
+        "--sustained-s", type=float, help="seconds of the sustained e2e run (default 60; 0 skips)"
+    )
+    p.add_argument("--sustained-rate", type=int, default=3_000, help="txn/s (sustained e2e)")
+    p.add_argument(
+        "--sustained-users", type=int, default=100_000, help="distinct users (sustained e2e)"
+    )
     p.add_argument("--fanout-clients", type=int, default=500)
     p.add_argument("--fanout-rate", type=int, default=200, help="events/s (fanout)")
     p.add_argument("--idle-connections", type=int, default=5_000)
@@ -65,6 +72,9 @@ def _options(args: argparse.Namespace) -> Options:
     duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
     if duration <= 0:
         raise SystemExit("--duration must be positive")
+    sustained = args.sustained_s if args.sustained_s is not None else (0.0 if args.quick else 60.0)
+    if sustained < 0 or args.sustained_rate <= 0 or args.sustained_users <= 0:
+        raise SystemExit("--sustained-s must be 0 or more, --sustained-rate and -users positive")
     return Options(
         duration_s=duration,
         quick=args.quick,
@@ -76,6 +86,9 @@ def _options(args: argparse.Namespace) -> Options:
         batch_api_workers=args.batch_api_workers,
         e2e_rates=tuple(int(r) for r in args.e2e_rates.split(",") if r.strip()),
         e2e_api_workers=args.e2e_api_workers,
+        sustained_s=sustained,
+        sustained_rate=args.sustained_rate,
+        sustained_users=args.sustained_users,
         fanout_clients=args.fanout_clients,
         fanout_rate=args.fanout_rate,
         idle_connections=args.idle_connections,

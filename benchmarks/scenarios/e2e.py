@@ -15,17 +15,29 @@ the commit). PostgreSQL gives ``decided_at`` (stamped just before the commit) an
 Reference: its api (as many processes as ours) + its one-at-a-time worker; no events, so
 only the first two.
 The first ``warmup`` seconds of each run are sent but not counted.
+
+The fixed rates run for ``--duration`` with a hard traffic: 1,000 users, each paying
+several times a second at 3,000/s, so that nearly every transaction trips the velocity
+rules (rule hits to store, longer events). Then the *sustained* run, which the stretch
+target is for: ``--sustained-rate`` for ``--sustained-s`` (60 s) with the worker
+benchmark's realistic mix (``worker_bench.traffic``: everyday payments of
+``--sustained-users`` users, a few hot accounts, the default user), long enough for the
+tables, ledgers and caches to grow. It has no reference run: the target is absolute, and
+the reference falls behind at that rate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgspec
 import psycopg
 import redis
 import uvloop
@@ -39,6 +51,7 @@ from benchmarks._report import Row, ScenarioResult
 from benchmarks._stats import summary_ms
 from benchmarks.reference.worker import CONSUMER as REFERENCE_CONSUMER
 from benchmarks.reference.worker import GROUP as REFERENCE_GROUP
+from fintrack.core.models import Transaction
 from fintrack.core.streams import TXN_GROUP
 
 NAME = "e2e"
@@ -47,11 +60,12 @@ TARGET_COMMIT_P99_MS = 20.0
 TARGET_SSE_P99_MS = 50.0
 STRETCH_RATE = 3_000  # the issue's stretch target: sustained, p99 submit -> commit <= 35 ms
 STRETCH_COMMIT_P99_MS = 35.0
+_json = msgspec.json.Encoder(decimal_format="number")
 SETTLE_S = 15.0  # after the last send, how long decisions may take to arrive
 
 
-def _warmup(ctx: Context) -> float:
-    return min(1.0, max(0.3, ctx.options.duration_s / 10))
+def _warmup(duration_s: float) -> float:
+    return min(1.0, max(0.3, duration_s / 10))
 
 
 def _rows_by_txn(database_url: str) -> dict[str, tuple[float, float]]:
@@ -135,7 +149,14 @@ def _latencies(
     return out
 
 
-async def _drive_ours(ctx: Context, api: Server, notifier: Server, rate: int) -> dict[str, Any]:
+async def _drive_ours(
+    ctx: Context,
+    api: Server,
+    notifier: Server,
+    rate: int,
+    duration_s: float,
+    body: Callable[[], tuple[str, bytes]] | None,
+) -> dict[str, Any]:
     seen: dict[str, tuple[int, int]] = {}  # txn_id → (SSE receipt ns, event id ms)
 
     def on_frame(event_id: bytes, kind: bytes, data: bytes, now_ns: int) -> None:
@@ -149,8 +170,8 @@ async def _drive_ours(ctx: Context, api: Server, notifier: Server, rate: int) ->
     client: SseClient = await open_sse(notifier.port, on_frame=on_frame)
     started = time.monotonic()
     try:
-        warm = _warmup(ctx)
-        load = await open_loop(api.port, rate=rate, duration_s=ctx.options.duration_s + warm)
+        warm = _warmup(duration_s)
+        load = await open_loop(api.port, rate=rate, duration_s=duration_s + warm, body=body)
         wanted = {s.txn_id for s in load.sent if s.status == 202}
         deadline = time.monotonic() + SETTLE_S
         while not wanted <= seen.keys() and time.monotonic() < deadline:
@@ -166,7 +187,7 @@ async def _drive_ours(ctx: Context, api: Server, notifier: Server, rate: int) ->
 
 
 async def _drive_reference(ctx: Context, api: Server, database_url: str, rate: int) -> Any:
-    warm = _warmup(ctx)
+    warm = _warmup(ctx.options.duration_s)
     load = await open_loop(api.port, rate=rate, duration_s=ctx.options.duration_s + warm)
     accepted = sum(1 for s in load.sent if s.status == 202)
     deadline = time.monotonic() + SETTLE_S
@@ -177,22 +198,29 @@ async def _drive_reference(ctx: Context, api: Server, database_url: str, rate: i
     return {"load": load, "skip_before_ns": load.sent[0].due_ns + int(warm * 1e9)}
 
 
-def _ours(ctx: Context, rate: int) -> dict[str, Any]:
+def _ours(
+    ctx: Context,
+    rate: int,
+    *,
+    name: str,
+    duration_s: float,
+    body: Callable[[], tuple[str, bytes]] | None = None,
+) -> dict[str, Any]:
     with ctx.scope():
-        settings = ctx.settings(f"e2e-{rate}")
+        settings = ctx.settings(name)
         api = ctx.start_role(
             "api",
             dataclasses.replace(settings, http_workers=ctx.options.e2e_api_workers),
-            f"e2e-{rate}-api",
+            f"{name}-api",
         )
-        worker = ctx.start_role("worker", settings, f"e2e-{rate}-worker", "--consumer", "bench-e2e")
+        worker = ctx.start_role("worker", settings, f"{name}-worker", "--consumer", "bench-e2e")
         _wait_consumer(ctx, settings.txn_stream, TXN_GROUP, "bench-e2e")
         notifier = ctx.start_role(
-            "notifier", dataclasses.replace(settings, http_workers=1), f"e2e-{rate}-notifier"
+            "notifier", dataclasses.replace(settings, http_workers=1), f"{name}-notifier"
         )
         roles = {"api": api, "worker": worker, "notifier": notifier}
         before = _cpu(ctx, settings.database_url, roles)
-        driven = uvloop.run(_drive_ours(ctx, api, notifier, rate))
+        driven = uvloop.run(_drive_ours(ctx, api, notifier, rate, duration_s, body))
         used = {
             name: after - before[name]
             for name, after in _cpu(ctx, settings.database_url, roles).items()
@@ -237,23 +265,54 @@ def _reference(ctx: Context, rate: int) -> dict[str, Any]:
 def run(ctx: Context) -> ScenarioResult:
     rows: list[Row] = []
     detail: dict[str, Any] = {}
-    for rate in ctx.options.e2e_rates:
-        ours = _ours(ctx, rate)
+    o = ctx.options
+    for rate in o.e2e_rates:
+        ours = _ours(ctx, rate, name=f"e2e-{rate}", duration_s=o.duration_s)
         ref = _reference(ctx, rate)
         if ours["accepted"] == 0:
             raise BenchError(f"no transaction accepted at {rate}/s")
         detail[f"{rate}_per_s"] = {"ours": ours, "reference": ref}
         rows += rate_rows(rate, ours, ref)
+    if o.sustained_s > 0:
+        bodies = realistic_bodies(o.sustained_users)
+        ours = _ours(
+            ctx, o.sustained_rate, name="e2e-sustained", duration_s=o.sustained_s,
+            body=lambda: next(bodies),
+        )  # fmt: skip
+        if ours["accepted"] == 0:
+            raise BenchError(f"no transaction accepted at {o.sustained_rate}/s sustained")
+        detail["sustained"] = {
+            "rate": o.sustained_rate, "seconds": o.sustained_s, "users": o.sustained_users,
+            "ours": ours,
+        }  # fmt: skip
+        rows += sustained_rows(o.sustained_rate, o.sustained_s, o.sustained_users, ours)
     return ScenarioResult(NAME, rows, detail)
 
 
+def realistic_bodies(users: int, chunk: int = 10_000) -> Iterator[tuple[str, bytes]]:
+    """Request bodies of ``worker_bench.traffic`` (endless, made ``chunk`` at a time): the
+    api's default user is sent as no ``user_id``, as a client without one would."""
+    for seed in itertools.count():
+        for txn in worker_bench.traffic(chunk, users, seed=seed):
+            yield str(txn.txn_id), request_body(txn)
+
+
+def request_body(txn: Transaction) -> bytes:
+    """The JSON a client would POST for ``txn``."""
+    fields: dict[str, object] = {
+        "txn_id": txn.txn_id, "amount": txn.amount, "currency": txn.currency,
+        "merchant_type": txn.merchant_type, "source_ip": txn.source_ip,
+    }  # fmt: skip
+    if txn.user_id != "anonymous":
+        fields["user_id"] = txn.user_id
+    return _json.encode(fields)
+
+
 def rate_rows(rate: int, ours: dict[str, Any], ref: dict[str, Any]) -> list[Row]:
-    """The report's rows for one offered rate, with the issue's targets where they apply:
-    at 1,000/s the commit and SSE ones, at 3,000/s the stretch."""
-    limits = {TARGET_RATE: TARGET_COMMIT_P99_MS, STRETCH_RATE: STRETCH_COMMIT_P99_MS}
-    commit_limit = limits.get(rate)
+    """The report's rows for one offered rate, with the issue's targets at 1,000/s (the
+    stretch is judged on the sustained run, ``sustained_rows``)."""
+    commit_limit = TARGET_COMMIT_P99_MS if rate == TARGET_RATE else None
     sse_limit = TARGET_SSE_P99_MS if rate == TARGET_RATE else None
-    stretch = " (stretch)" if rate == STRETCH_RATE else ""
     commit_p99 = ours["submit_to_commit_published_ms"]["p99"]
     sse_p99 = ours["submit_to_sse_ms"]["p99"]
     return [
@@ -266,10 +325,33 @@ def rate_rows(rate: int, ours: dict[str, Any], ref: dict[str, Any]) -> list[Row]
         Row(NAME, f"{rate}/s submit->commit p99", "ms", ours["submit_to_commit_ms"]["p99"],
             ref["submit_to_commit_ms"]["p99"], higher_is_better=False),
         Row(NAME, f"{rate}/s submit->commit published p99", "ms", commit_p99, None,
-            "" if commit_limit is None else f"<= {commit_limit:g}{stretch}",
+            "" if commit_limit is None else f"<= {commit_limit:g}",
             None if commit_limit is None else commit_p99 <= commit_limit,
             higher_is_better=False),
         Row(NAME, f"{rate}/s submit->SSE p99", "ms", sse_p99, None,
             "" if sse_limit is None else f"<= {sse_limit:g}",
             None if sse_limit is None else sse_p99 <= sse_limit, higher_is_better=False),
+    ]  # fmt: skip
+
+
+def sustained_rows(rate: int, seconds: float, users: int, ours: dict[str, Any]) -> list[Row]:
+    """The sustained run's rows; at 3,000/s p99 submit -> commit published is the stretch
+    target's figure. The worst second shows whether the run drifted."""
+    at = f"{rate}/s sustained {seconds:g} s, {users:,} users:"
+    limit = STRETCH_COMMIT_P99_MS if rate == STRETCH_RATE else None
+    published = ours["submit_to_commit_published_ms"]["p99"]
+    by_second = ours["submit_to_commit_p99_ms_by_second"]
+    return [
+        Row(NAME, f"{at} decided txn/s", "txn/s", ours["decided_per_s"], None),
+        Row(NAME, f"{at} submit->202 p99", "ms", ours["submit_to_202_ms"]["p99"], None,
+            higher_is_better=False),
+        Row(NAME, f"{at} submit->commit p99", "ms", ours["submit_to_commit_ms"]["p99"], None,
+            higher_is_better=False),
+        Row(NAME, f"{at} submit->commit published p99", "ms", published, None,
+            "" if limit is None else f"<= {limit:g} (stretch)",
+            None if limit is None else published <= limit, higher_is_better=False),
+        Row(NAME, f"{at} submit->SSE p99", "ms", ours["submit_to_sse_ms"]["p99"], None,
+            higher_is_better=False),
+        Row(NAME, f"{at} worst second's submit->commit p99", "ms",
+            max(by_second, default=math.inf), None, higher_is_better=False),
     ]  # fmt: skip

@@ -22,7 +22,8 @@ TINY = [
     "--duration", "1", "--connections", "16", "--batch-items", "100",
     "--batch-connections", "2", "--e2e-rates", "200", "--fanout-clients", "20",
     "--fanout-rate", "50", "--idle-connections", "100", "--sse-clients", "40",
-    "--worker-count", "2000",
+    "--worker-count", "2000", "--sustained-s", "1", "--sustained-rate", "300",
+    "--sustained-users", "1000",
 ]  # fmt: skip
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
@@ -66,6 +67,18 @@ def test_scenario_reports_throughput_and_reference(report: dict[str, Any], name:
     assert first["unit"] in ("req/s", "txn/s", "ev/s")
     assert first["reference"] is not None
     assert first["reference"] > 0
+
+
+def test_sustained_run_takes_and_decides_its_realistic_traffic(report: dict[str, Any]) -> None:
+    """The sustained e2e run's bodies (``worker_bench.traffic``: five currencies, the
+    default user sent as no user_id) are all accepted by the api and all decided."""
+    sustained = report["scenarios"]["e2e"]["detail"]["sustained"]
+    assert (sustained["rate"], sustained["seconds"], sustained["users"]) == (300, 1, 1000)
+    ours = sustained["ours"]
+    assert ours["sent"] > 200
+    assert ours["accepted"] == ours["sent"]
+    assert ours["decided"] == ours["accepted"]
+    assert ours["sse_received"] == ours["accepted"]
 
 
 def test_report_prints_table_and_cleans_up(report: dict[str, Any]) -> None:

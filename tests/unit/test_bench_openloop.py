@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import msgspec
 import pytest
+from benchmarks import worker_bench
 from benchmarks._openloop import open_loop, response_length
+from benchmarks.scenarios import e2e
 
 _ACCEPTED = b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}"
 _CHUNKED = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
@@ -92,3 +95,18 @@ async def test_a_broken_connection_fails_its_request_and_is_replaced() -> None:
     assert statuses.count(202) == 40  # the rest went on, on replacement connections
     assert seen[0] == 50
     assert all(s.answered_ns > 0 for s in result.sent)
+
+
+def test_sustained_bodies_are_the_realistic_traffic_as_a_client_sends_it() -> None:
+    """Endless (chunk after chunk, no txn_id twice), amounts as exact JSON numbers, and the
+    api's default user sent as no user_id."""
+    bodies = list(itertools.islice(e2e.realistic_bodies(1_000, chunk=500), 1_200))
+    assert len({txn_id for txn_id, _ in bodies}) == 1_200
+    first = worker_bench.traffic(500, 1_000, seed=0)
+    for txn, (txn_id, body) in zip(first, bodies, strict=False):
+        assert txn_id == str(txn.txn_id)
+        assert f'"amount":{txn.amount}'.encode() in body
+        decoded = msgspec.json.decode(body)
+        assert decoded.get("user_id", "anonymous") == txn.user_id
+        assert ("user_id" in decoded) == (txn.user_id != "anonymous")
+    assert any(b'"user_id"' not in body for _, body in bodies)
