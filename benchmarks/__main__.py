@@ -74,7 +74,9 @@ def _options(args: argparse.Namespace) -> Options:
         raise SystemExit("--duration must be positive")
     sustained = args.sustained_s if args.sustained_s is not None else (0.0 if args.quick else 60.0)
     if sustained < 0 or args.sustained_rate <= 0 or args.sustained_users <= 0:
-        raise SystemExit("--sustained-s must be 0 or more, --sustained-rate and -users positive")
+        raise SystemExit(
+            "--sustained-s must be 0 or more; --sustained-rate and --sustained-users positive"
+        )
     return Options(
         duration_s=duration,
         quick=args.quick,

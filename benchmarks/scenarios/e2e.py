@@ -16,9 +16,9 @@ Reference: its api (as many processes as ours) + its one-at-a-time worker; no ev
 only the first two.
 The first ``warmup`` seconds of each run are sent but not counted.
 
-The fixed rates run for ``--duration`` with a hard traffic: 1,000 users, each paying
-several times a second at 3,000/s, so that nearly every transaction trips the velocity
-rules (rule hits to store, longer events). Then the *sustained* run, which the stretch
+The fixed rates run for ``--duration`` with a hard traffic: 1,000 users (three payments
+a second each at 3,000/s), so that as the windows fill most transactions trip the
+velocity rules (rule hits to store, longer events). Then the *sustained* run, which the stretch
 target is for: ``--sustained-rate`` for ``--sustained-s`` (60 s) with the worker
 benchmark's realistic mix (``worker_bench.traffic``: everyday payments of
 ``--sustained-users`` users, a few hot accounts, the default user), long enough for the
@@ -150,7 +150,6 @@ def _latencies(
 
 
 async def _drive_ours(
-    ctx: Context,
     api: Server,
     notifier: Server,
     rate: int,
@@ -220,7 +219,7 @@ def _ours(
         )
         roles = {"api": api, "worker": worker, "notifier": notifier}
         before = _cpu(ctx, settings.database_url, roles)
-        driven = uvloop.run(_drive_ours(ctx, api, notifier, rate, duration_s, body))
+        driven = uvloop.run(_drive_ours(api, notifier, rate, duration_s, body))
         used = {
             name: after - before[name]
             for name, after in _cpu(ctx, settings.database_url, roles).items()
