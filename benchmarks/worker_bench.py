@@ -16,7 +16,8 @@ depend on the backlog, so it runs on fewer transactions (``--baseline-count``).
 
 Traffic is realistic (``traffic``): most transactions are everyday payments of users seen
 once or twice, a few hot accounts and the api's default user ``anonymous`` trip the
-velocity rules, and most decisions are APPROVED.
+velocity rules, and most decisions are APPROVED (up to ~50 transactions per user, see
+``traffic``).
 
 Worker throughput is timed from the first acknowledged entry to the last, so process
 start-up is left out; "archived/s" runs until the last event is also in PostgreSQL.
@@ -103,7 +104,9 @@ def traffic(n: int, users: int, seed: int = 42) -> list[Transaction]:
     """A realistic mix: everyday payments (log-normal, median about USD 30) from many
     users, a few hot accounts and the api's default user ``anonymous`` (velocity rules
     fire for them), 3% risky categories and 1% amounts a hundred times larger.
-    With the default settings most transactions are APPROVED."""
+    With the default settings most transactions are APPROVED while users average no more
+    than 50 each (the daily count limit): at 1,000 users, up to about 50,000 transactions;
+    past that nearly every user's next one is flagged."""
     rng = random.Random(seed)
     now_ms = time.time_ns() // 1_000_000
     per_ms = 20  # arrival times as at 20,000 transactions per second
