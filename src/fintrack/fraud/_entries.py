@@ -55,10 +55,33 @@ def parse_entries(raw: Sequence[Any]) -> list[StreamEntry]:
     ]
 
 
+def read_reply(response: Any, **options: Any) -> list[StreamEntry]:
+    """A single-stream XREADGROUP reply as it comes off the wire (RESP3 map or RESP2 list),
+    parsed in one pass: the worker's clients use it as their XREADGROUP response callback
+    (redis-py's goes through two layers and a dict per entry, then ``parse_read`` again).
+    An entry deleted while pending has no fields (``{}``)."""
+    if not response:
+        return []
+    raw = next(iter(response.values())) if isinstance(response, dict) else response[0][1]
+    new = tuple.__new__
+    entries: list[StreamEntry] = []
+    for item in raw:
+        if item is None:
+            continue
+        entry_id, flat = item[0], item[1]
+        pairs = iter(flat or ())
+        text = entry_id.decode() if type(entry_id) is bytes else str(entry_id)
+        entries.append(new(StreamEntry, (text, dict(zip(pairs, pairs, strict=False)))))
+    return entries
+
+
 def parse_read(reply: Any) -> list[StreamEntry]:
-    """The entries of a single-stream XREADGROUP reply (RESP2 or RESP3 shape)."""
+    """The entries of a single-stream XREADGROUP reply (RESP2 or RESP3 shape, or already
+    parsed by ``read_reply``)."""
     if not reply:
         return []
+    if isinstance(reply, list) and type(reply[0]) is StreamEntry:
+        return reply
     if isinstance(reply, dict):
         (entries,) = reply.values()
         return parse_entries(entries[0] if entries and isinstance(entries[0], list) else entries)

@@ -76,7 +76,7 @@ from fintrack.core.heap import settle_after_startup
 from fintrack.core.streams import TXN_GROUP, ensure_group, is_nogroup, redis_client
 from fintrack.fraud._batch import BatchProcessor, BatchStats
 from fintrack.fraud._engines import EngineKeeper
-from fintrack.fraud._entries import StreamEntry, parse_entries, parse_read
+from fintrack.fraud._entries import StreamEntry, parse_entries, parse_read, read_reply
 from fintrack.fraud._scripts import Scripts
 from fintrack.fraud._trim import Trimmer
 from fintrack.fraud.archive import READ_COUNT, Archiver
@@ -119,6 +119,8 @@ class _Resources:
         # Blocking reads get their own connections, with a socket timeout above the block.
         self.reader = redis_client(settings, block_ms=settings.worker_block_ms)
         self.events_reader = redis_client(settings, block_ms=settings.worker_block_ms)
+        for client in (self.redis, self.reader, self.events_reader):
+            client.set_response_callback("XREADGROUP", read_reply)
         self.pool = pool
         self.scripts = Scripts(self.redis)
 
