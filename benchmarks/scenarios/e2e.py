@@ -60,8 +60,8 @@ TARGET_COMMIT_P99_MS = 20.0
 TARGET_SSE_P99_MS = 50.0
 STRETCH_RATE = 3_000  # the stretch target: sustained, p99 submit -> commit <= 35 ms
 STRETCH_COMMIT_P99_MS = 35.0
-_json = msgspec.json.Encoder(decimal_format="number")
 SETTLE_S = 15.0  # after the last send, how long decisions may take to arrive
+_json = msgspec.json.Encoder(decimal_format="number")  # amounts as exact JSON numbers
 
 
 def _warmup(duration_s: float) -> float:
